@@ -1,0 +1,57 @@
+"""expertprompting: ExpertPrompting (Xu et al. 2023) as a library.
+
+>>> from expertprompting import ExpertPrompter
+>>> ep = ExpertPrompter(model="gpt-4o-mini")                      # doctest: +SKIP
+>>> r = ep.answer("Explain how vaccines train the immune system.")  # doctest: +SKIP
+>>> print(r.expert_identity, r.answer, sep="\\n\\n")                   # doctest: +SKIP
+"""
+
+from .config import ModelPrice, PrompterConfig, RetryPolicy, RunBudget
+from .errors import (
+    BudgetExceededError,
+    ConfigurationError,
+    ExpertPromptingError,
+    RateLimitError,
+    RequestError,
+    ResponseError,
+    RetryError,
+    TemplateError,
+    TokenBudgetError,
+)
+from .exemplars import Exemplar, default_exemplars, load_exemplars
+from .prompter import AnswerStream, AsyncAnswerStream, ExpertPrompter
+from .results import ExpertAnswer, ExpertIdentity, RequestRecord, Strategy, Usage
+from .tokens import TiktokenCounter, TokenCounter, count_tokens
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AnswerStream",
+    "AsyncAnswerStream",
+    "BudgetExceededError",
+    "ConfigurationError",
+    "Exemplar",
+    "ExpertAnswer",
+    "ExpertIdentity",
+    "ExpertPrompter",
+    "ExpertPromptingError",
+    "ModelPrice",
+    "PrompterConfig",
+    "RateLimitError",
+    "RequestError",
+    "RequestRecord",
+    "ResponseError",
+    "RetryError",
+    "RetryPolicy",
+    "RunBudget",
+    "Strategy",
+    "TemplateError",
+    "TiktokenCounter",
+    "TokenBudgetError",
+    "TokenCounter",
+    "Usage",
+    "__version__",
+    "count_tokens",
+    "default_exemplars",
+    "load_exemplars",
+]

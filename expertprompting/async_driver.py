@@ -1,0 +1,144 @@
+"""The asynchronous driver: carries the core's requests to a transport, with retries.
+
+Mirror of :mod:`expertprompting.sync_driver`, line for line; every decision is made by the
+core, :class:`~expertprompting.attempts.AttemptTracker` and :mod:`~expertprompting.retry`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, AsyncIterator, Generator
+from typing import Any, TypeVar
+
+from .attempts import AttemptTracker
+from .budget import BudgetLedger
+from .core import ChatRequest, Exchange, StreamAssembler
+from .errors import ResponseError
+from .retry import RetrySpec, async_retrying
+from .tokens import TokenCounter
+from .transport import AsyncTransport
+
+__all__ = ["AsyncDriver"]
+
+T = TypeVar("T")
+
+
+async def _first_text(chunks: AsyncIterator[Any], assembler: StreamAssembler) -> str:
+    async for chunk in chunks:
+        text = assembler.feed(chunk)
+        if text:
+            return text
+    return ""
+
+
+class AsyncDriver:
+    """Runs flows against a :class:`~expertprompting.transport.AsyncTransport`."""
+
+    def __init__(
+        self,
+        transport: AsyncTransport,
+        ledger: BudgetLedger,
+        retry: RetrySpec,
+        counter: TokenCounter,
+    ) -> None:
+        self.transport = transport
+        self.ledger = ledger
+        self.retry = retry
+        self.counter = counter
+
+    async def execute(self, request: ChatRequest) -> Exchange:
+        """Send one request, retrying as the policy says; its final reply and record."""
+        tracker = AttemptTracker(self.ledger, request)
+        try:
+            async for attempt in async_retrying(self.retry):
+                with attempt:
+                    tracker.begin()
+                    try:
+                        completion = await self.transport.complete(request)
+                    except Exception:
+                        tracker.failed()
+                        raise
+                    tracker.replied(completion)
+        except Exception as exc:
+            raise tracker.error(exc) from exc.__cause__
+        return tracker.exchange()
+
+    async def stream(self, request: ChatRequest) -> AsyncGenerator[str | Exchange, None]:
+        """Send one streaming request; yield its text as it comes, then its Exchange.
+
+        Attempts are retried until the first text arrives; a stream that breaks off later
+        raises :class:`ResponseError` (text already shown cannot be taken back).
+        """
+        tracker = AttemptTracker(self.ledger, request)
+        assembler = StreamAssembler(request)
+        stream: Any = None
+        first = ""
+        try:
+            async for attempt in async_retrying(self.retry):
+                with attempt:
+                    tracker.begin()
+                    assembler = StreamAssembler(request)
+                    try:
+                        stream = await self.transport.open_stream(request)
+                        chunks = aiter(stream)
+                        first = await _first_text(chunks, assembler)
+                    except Exception:
+                        tracker.failed()
+                        raise
+                    if not first:
+                        tracker.replied(assembler.completion(self.counter))
+        except Exception as exc:
+            raise tracker.error(exc) from exc.__cause__
+        try:
+            if first:
+                yield first
+                try:
+                    async for chunk in chunks:
+                        text = assembler.feed(chunk)
+                        if text:
+                            yield text
+                except Exception as exc:
+                    tracker.failed()
+                    raise ResponseError(
+                        f"The {request.step} stream broke off after {len(assembler.parts)} "
+                        f"chunks: {exc}. Call again (text already shown cannot be retried).",
+                        reason="interrupted",
+                        attempts=tracker.attempts,
+                    ) from exc
+                tracker.replied(assembler.completion(self.counter))
+        finally:
+            close = getattr(stream, "close", None)
+            if close is not None:
+                await close()
+        yield tracker.exchange()
+
+    async def run(self, flow: Generator[ChatRequest, Exchange, T]) -> T:
+        """Drive a flow to its result."""
+        request = next(flow)
+        while True:
+            try:
+                request = flow.send(await self.execute(request))
+            except StopIteration as stop:
+                result: T = stop.value
+                return result
+
+    async def run_streaming(
+        self, flow: Generator[ChatRequest, Exchange, T]
+    ) -> AsyncGenerator[str | T, None]:
+        """Drive a flow, streaming the text of its streaming requests; the result comes last."""
+        request = next(flow)
+        while True:
+            if request.stream:
+                exchange = None
+                async for item in self.stream(request):
+                    if isinstance(item, Exchange):
+                        exchange = item
+                    else:
+                        yield item
+                assert exchange is not None
+            else:
+                exchange = await self.execute(request)
+            try:
+                request = flow.send(exchange)
+            except StopIteration as stop:
+                yield stop.value
+                return

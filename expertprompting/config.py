@@ -1,0 +1,99 @@
+"""Configuration models: the prompter's settings, its retry policy and its run budget."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from .results import Strategy
+
+__all__ = ["ModelPrice", "PrompterConfig", "RetryPolicy", "RunBudget"]
+
+
+class RetryPolicy(BaseModel):
+    """When and how a failed request is tried again.
+
+    Retried: timeouts, connection errors, HTTP 408, 409, 429 and 5xx, an empty completion, and an
+    identity cut off by the length limit. Never retried: 400, 401, 403, 404, 422 and other 4xx.
+    The wait before retry n (n = 1, 2, ...) is ``min(initial_delay * 2**(n-1), max_delay)``
+    shortened by up to ``jitter`` (a fraction), unless the server sent ``retry-after-ms`` or
+    ``retry-after`` (seconds or an HTTP date): then that wait is honoured, capped at
+    ``max_retry_after``.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    max_attempts: int = Field(default=3, ge=1, description="Attempts in all, the first included.")
+    initial_delay: float = Field(default=0.5, ge=0)
+    max_delay: float = Field(default=8.0, ge=0)
+    jitter: float = Field(default=0.25, ge=0, le=1)
+    max_retry_after: float = Field(
+        default=60.0, ge=0, description="Longest server-requested wait honoured, in seconds."
+    )
+    retry_statuses: frozenset[int] = Field(
+        default=frozenset({408, 409, 429}), description="Retried besides every 5xx."
+    )
+
+
+class RunBudget(BaseModel):
+    """Limits shared by every call of one prompter; a request that would pass one is refused."""
+
+    model_config = ConfigDict(frozen=True)
+
+    max_total_tokens: int | None = Field(default=None, ge=1)
+    max_requests: int | None = Field(default=None, ge=1)
+    max_cost: float | None = Field(default=None, gt=0, description="USD.")
+
+
+class ModelPrice(BaseModel):
+    """USD per one million tokens."""
+
+    model_config = ConfigDict(frozen=True)
+
+    input: float = Field(ge=0)
+    output: float = Field(ge=0)
+
+    def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
+        return (prompt_tokens * self.input + completion_tokens * self.output) / 1_000_000
+
+
+class PrompterConfig(BaseModel):
+    """Every setting of an :class:`~expertprompting.ExpertPrompter`, validated."""
+
+    model_config = ConfigDict(frozen=True)
+
+    model: str = "gpt-4o-mini"
+    strategy: Strategy = "expert"
+    k_exemplars: int = Field(default=3, ge=0, description="Exemplars shown in the identity prompt.")
+    identity_prompt_budget: int = Field(
+        default=2048, ge=64, description="Most tokens the identity prompt may use."
+    )
+    identity_max_tokens: int = Field(
+        default=400, ge=16, description="Cap on the identity's length (about 180 words fit 250)."
+    )
+    max_tokens: int | None = Field(
+        default=None, ge=1, description="Cap on the answer's length; None: what the model allows."
+    )
+    context_window: int | None = Field(
+        default=None, ge=64, description="Overrides the model table (needed for unknown models)."
+    )
+    margin_tokens: int = Field(
+        default=16, ge=0, description="Kept free in the context window as a safety margin."
+    )
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    top_p: float | None = Field(default=None, gt=0, le=1)
+    seed: int | None = None
+    clean_answers: bool = Field(
+        default=False, description="Remove a leading 'As a ...,' restatement of the identity."
+    )
+    timeout: float = Field(default=60.0, gt=0, description="Seconds per attempt.")
+    retry: RetryPolicy = Field(default_factory=RetryPolicy)
+    budget: RunBudget = Field(default_factory=RunBudget)
+    prices: dict[str, ModelPrice] = Field(
+        default_factory=dict, description="Per-model prices, overriding the built-in table."
+    )
+
+    @model_validator(mode="after")
+    def _model_named(self) -> PrompterConfig:
+        if not self.model.strip():
+            raise ValueError("model must be a non-empty model name, e.g. 'gpt-4o-mini'")
+        return self

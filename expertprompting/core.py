@@ -1,0 +1,424 @@
+"""The sans-I/O core of the method: plan requests, read replies, assemble results.
+
+Nothing here touches the network. The method is written once, as generator *flows* that yield
+each :class:`ChatRequest` they need and receive the :class:`Exchange` it produced; the sync and
+async drivers only carry requests to an endpoint and back, so the two faces cannot drift.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from collections.abc import Generator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypedDict
+
+from .budget import plan_max_tokens
+from .config import PrompterConfig
+from .errors import ConfigurationError, ResponseError, TokenBudgetError
+from .exemplars import Exemplar, ExemplarIndex, select_exemplars
+from .model_table import lookup_model
+from .results import ExpertAnswer, ExpertIdentity, RequestRecord, Step, Strategy, Usage
+from .templating import PromptTemplate
+from .tokens import TokenCounter
+
+__all__ = [
+    "ChatMessage",
+    "ChatRequest",
+    "Completion",
+    "Exchange",
+    "Flow",
+    "Planner",
+    "answer_flow",
+    "check_completion",
+    "clean_answer",
+    "identify_flow",
+    "parse_completion",
+]
+
+DEFAULT_CONTEXT_WINDOW = 8192
+MIN_ANSWER_TOKENS = 16
+
+
+class ChatMessage(TypedDict):
+    role: str
+    content: str
+
+
+@dataclass(frozen=True)
+class ChatRequest:
+    """One chat-completions request, fully planned: messages, exact prompt size, max_tokens."""
+
+    step: Step
+    model: str
+    messages: list[ChatMessage]
+    prompt_tokens: int
+    max_tokens: int
+    max_tokens_param: str = "max_tokens"
+    sampling: Mapping[str, Any] = field(default_factory=dict)
+    stream: bool = False
+
+    def kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for ``client.chat.completions.create``."""
+        return {
+            "model": self.model,
+            "messages": [dict(m) for m in self.messages],
+            self.max_tokens_param: self.max_tokens,
+            **self.sampling,
+        }
+
+
+@dataclass(frozen=True)
+class Completion:
+    """What the endpoint answered, reduced to what the method needs."""
+
+    content: str | None
+    finish_reason: str | None
+    prompt_tokens: int
+    completion_tokens: int
+    model: str
+
+
+@dataclass(frozen=True)
+class Exchange:
+    """A request's final reply and the record of all attempts it took."""
+
+    completion: Completion
+    record: RequestRecord
+
+
+Flow = Generator[ChatRequest, Exchange, Any]
+
+
+def _get(obj: Any, name: str) -> Any:
+    return obj.get(name) if isinstance(obj, Mapping) else getattr(obj, name, None)
+
+
+def parse_completion(response: Any, request: ChatRequest) -> Completion:
+    """Read a chat completion (SDK object or plain dict). Usage missing: counted exactly."""
+    choices = _get(response, "choices")
+    if not choices:
+        raise ResponseError(
+            "The endpoint's reply has no choices; it may not be OpenAI-compatible. Check base_url.",
+            reason="unparseable",
+            retryable=True,
+        )
+    choice = choices[0]
+    content = _get(_get(choice, "message"), "content")
+    usage = _get(response, "usage")
+    prompt = _get(usage, "prompt_tokens") if usage is not None else None
+    completion = _get(usage, "completion_tokens") if usage is not None else None
+    return Completion(
+        content=content,
+        finish_reason=_get(choice, "finish_reason"),
+        prompt_tokens=int(prompt) if prompt is not None else request.prompt_tokens,
+        completion_tokens=int(completion) if completion is not None else 0,
+        model=str(_get(response, "model") or request.model),
+    )
+
+
+def check_completion(request: ChatRequest, completion: Completion) -> None:
+    """Raise a retryable :class:`ResponseError` for a reply the method cannot use."""
+    if not (completion.content or "").strip():
+        raise ResponseError(
+            f"The model returned an empty {request.step}. It was retried; if it persists, "
+            "check the model and prompt (see identity_messages()/answer_messages()).",
+            reason="empty",
+            retryable=True,
+        )
+    if request.step == "identity" and completion.finish_reason == "length":
+        raise ResponseError(
+            f"The expert identity was cut off at identity_max_tokens={request.max_tokens}. "
+            "Raise identity_max_tokens, or use a model that writes shorter descriptions.",
+            reason="length",
+            retryable=True,
+        )
+
+
+_RESTATEMENT = re.compile(r"^\s*As (?:an?|the|your)\s+[^,.!?\n]{1,120},\s*", re.IGNORECASE)
+
+
+def clean_answer(text: str) -> str:
+    """Drop a leading "As a <expert>," restatement of the identity, as the paper's data was.
+
+    >>> clean_answer("As an experienced immunologist, I would say vaccines...")
+    'I would say vaccines...'
+    """
+    match = _RESTATEMENT.match(text)
+    if not match or match.end() >= len(text):
+        return text
+    rest = text[match.end() :]
+    return rest[0].upper() + rest[1:]
+
+
+def fold_input(instruction: str, input: str | None) -> tuple[str, str | None]:
+    """Validate an instruction and normalise its optional input ("" means none)."""
+    if not isinstance(instruction, str) or not instruction.strip():
+        raise ConfigurationError(
+            "The instruction is empty. Pass the text of the task to answer, "
+            "e.g. ep.answer('Explain how vaccines train the immune system.')."
+        )
+    if input is not None and not isinstance(input, str):
+        raise ConfigurationError(f"input must be a string or None, not {type(input).__name__}.")
+    return instruction, (input if input and input.strip() else None)
+
+
+@dataclass
+class Planner:
+    """Builds every request of the method for one configuration. Pure: no I/O, no state."""
+
+    config: PrompterConfig
+    templates: Mapping[str, PromptTemplate]
+    exemplars: Sequence[Exemplar]
+    counter: TokenCounter
+
+    def __post_init__(self) -> None:
+        self.index = ExemplarIndex(self.exemplars)
+        info = lookup_model(self.config.model)
+        self.max_output_tokens = info.max_output_tokens if info else None
+        self.max_tokens_param = (
+            "max_completion_tokens" if info and info.uses_max_completion_tokens else "max_tokens"
+        )
+        if self.config.context_window is not None:
+            self.context_window = self.config.context_window
+        elif info is not None:
+            self.context_window = info.context_window
+        else:
+            warnings.warn(
+                f"Context window of model {self.config.model!r} unknown; assuming "
+                f"{DEFAULT_CONTEXT_WINDOW} tokens. Pass context_window= to set it.",
+                stacklevel=4,
+            )
+            self.context_window = DEFAULT_CONTEXT_WINDOW
+        c = self.config
+        self.sampling = {
+            k: v
+            for k, v in (("temperature", c.temperature), ("top_p", c.top_p), ("seed", c.seed))
+            if v is not None
+        }
+
+    # -- messages ---------------------------------------------------------------------------
+    def _user(self, text: str) -> list[ChatMessage]:
+        return [{"role": "user", "content": text}]
+
+    def _identity_messages(
+        self, instruction: str, input: str | None, exemplars: Sequence[Exemplar]
+    ) -> list[ChatMessage]:
+        text = self.templates["identity"].render(
+            instruction=instruction, input=input, exemplars=list(exemplars)
+        )
+        return self._user(text)
+
+    def answer_messages(
+        self, instruction: str, input: str | None, identity: str | None, strategy: Strategy
+    ) -> list[ChatMessage]:
+        """Step 2's messages (or a baseline's)."""
+        if strategy == "expert":
+            if identity is None or not identity.strip():
+                raise ConfigurationError("The expert strategy needs a non-empty identity.")
+            text = self.templates["answer"].render(
+                identity=identity.strip(), instruction=instruction, input=input
+            )
+        else:
+            text = self.templates[strategy].render(instruction=instruction, input=input)
+        return self._user(text)
+
+    # -- planning -----------------------------------------------------------------------------
+    def identity_request(
+        self, instruction: str, input: str | None
+    ) -> tuple[ChatRequest, list[str]]:
+        """Step 1's request, with the most relevant exemplars that fit the budget."""
+        c = self.config
+        budget = min(
+            c.identity_prompt_budget, self.context_window - c.identity_max_tokens - c.margin_tokens
+        )
+        bare = self.counter.count_messages(self._identity_messages(instruction, input, []))
+        if bare > budget:
+            raise TokenBudgetError(
+                f"The identity prompt for this instruction needs {bare} tokens before any "
+                f"exemplar, over its budget of {budget} (identity_prompt_budget="
+                f"{c.identity_prompt_budget}, context window {self.context_window} minus "
+                f"identity_max_tokens={c.identity_max_tokens} and a {c.margin_tokens}-token "
+                "margin). Shorten the instruction or raise identity_prompt_budget.",
+                needed=bare,
+                available=budget,
+            )
+        chosen = select_exemplars(
+            self.index.ranked(f"{instruction}\n{input or ''}"),
+            c.k_exemplars,
+            lambda exs: self.counter.count_messages(
+                self._identity_messages(instruction, input, exs)
+            ),
+            budget,
+        )
+        messages = self._identity_messages(instruction, input, chosen)
+        prompt = self.counter.count_messages(messages)
+        max_tokens = plan_room(self, prompt, c.identity_max_tokens, "identity")
+        request = ChatRequest(
+            "identity", c.model, messages, prompt, max_tokens, self.max_tokens_param, self.sampling
+        )
+        return request, [e.instruction for e in chosen]
+
+    def answer_request(
+        self,
+        instruction: str,
+        input: str | None,
+        identity: str | None,
+        strategy: Strategy,
+        stream: bool = False,
+    ) -> ChatRequest:
+        messages = self.answer_messages(instruction, input, identity, strategy)
+        prompt = self.counter.count_messages(messages)
+        cap = self.config.max_tokens or self.max_output_tokens
+        max_tokens = plan_room(self, prompt, cap, "answer", MIN_ANSWER_TOKENS)
+        return ChatRequest(
+            "answer",
+            self.config.model,
+            messages,
+            prompt,
+            max_tokens,
+            self.max_tokens_param,
+            self.sampling,
+            stream,
+        )
+
+    def preflight(self, instruction: str, input: str | None) -> None:
+        """Before step 1: would step 2 fit with an identity of the longest allowed length?"""
+        messages = self.answer_messages(instruction, input, "-", "expert")
+        worst = self.counter.count_messages(messages) + self.config.identity_max_tokens
+        plan_room(
+            self, worst, None, "answer (with the longest allowed identity)", MIN_ANSWER_TOKENS
+        )
+
+
+def plan_room(planner: Planner, prompt: int, cap: int | None, what: str, minimum: int = 1) -> int:
+    """Plan ``max_tokens`` for a prompt of ``prompt`` tokens under the planner's window."""
+    return plan_max_tokens(
+        prompt_tokens=prompt,
+        context_window=planner.context_window,
+        cap=cap,
+        margin=planner.config.margin_tokens,
+        what=what,
+        minimum=minimum,
+    )
+
+
+def _usage(records: Sequence[RequestRecord]) -> Usage:
+    total = Usage()
+    for record in records:
+        total = total + record.usage
+    return total
+
+
+def identify_flow(
+    planner: Planner, instruction: str, input: str | None
+) -> Generator[ChatRequest, Exchange, ExpertIdentity]:
+    """Step 1 alone: ask for the expert identity."""
+    instruction, input = fold_input(instruction, input)
+    request, shown = planner.identity_request(instruction, input)
+    exchange = yield request
+    return ExpertIdentity(
+        instruction=instruction,
+        input=input,
+        description=(exchange.completion.content or "").strip(),
+        model=exchange.completion.model,
+        exemplars=shown,
+        usage=exchange.record.usage,
+        requests=[exchange.record],
+    )
+
+
+def answer_flow(
+    planner: Planner,
+    instruction: str,
+    input: str | None,
+    identity: str | ExpertIdentity | None,
+    strategy: Strategy,
+    stream: bool = False,
+) -> Generator[ChatRequest, Exchange, ExpertAnswer]:
+    """The whole method (or a baseline): identity if needed, then the answer."""
+    instruction, input = fold_input(instruction, input)
+    records: list[RequestRecord] = []
+    text: str | None = None
+    if strategy == "expert":
+        if identity is None:
+            planner.preflight(instruction, input)
+            found = yield from identify_flow(planner, instruction, input)
+            records += found.requests
+            text = found.description
+        else:
+            text = identity.description if isinstance(identity, ExpertIdentity) else identity
+            if not text.strip():
+                raise ConfigurationError("identity= is empty; pass a description or None.")
+    elif identity is not None:
+        raise ConfigurationError(
+            f"identity= was given but strategy={strategy!r} does not use one; "
+            "use strategy='expert' or drop identity=."
+        )
+    exchange = yield planner.answer_request(instruction, input, text, strategy, stream)
+    records.append(exchange.record)
+    raw = (exchange.completion.content or "").strip()
+    cleaned = clean_answer(raw) if planner.config.clean_answers else raw
+    return ExpertAnswer(
+        instruction=instruction,
+        input=input,
+        expert_identity=text,
+        answer=cleaned,
+        raw_answer=raw if cleaned != raw else None,
+        model=exchange.completion.model,
+        strategy=strategy,
+        truncated=exchange.completion.finish_reason == "length",
+        usage=_usage(records),
+        requests=records,
+        seconds=sum(r.seconds for r in records),
+    )
+
+
+class StreamAssembler:
+    """Collects a streamed reply's chunks into a :class:`Completion`; hands out text deltas."""
+
+    def __init__(self, request: ChatRequest) -> None:
+        self.request = request
+        self.parts: list[str] = []
+        self.finish_reason: str | None = None
+        self.model = request.model
+        self.prompt_tokens: int | None = None
+        self.completion_tokens: int | None = None
+
+    def feed(self, chunk: Any) -> str:
+        """Take one chunk; return the text it adds ("" for none)."""
+        self.model = str(_get(chunk, "model") or self.model)
+        usage = _get(chunk, "usage")
+        if usage is not None:
+            self.prompt_tokens = _get(usage, "prompt_tokens")
+            self.completion_tokens = _get(usage, "completion_tokens")
+        text = ""
+        for choice in _get(chunk, "choices") or []:
+            delta = _get(choice, "delta")
+            piece = _get(delta, "content") if delta is not None else None
+            if piece:
+                text += piece
+            if _get(choice, "finish_reason"):
+                self.finish_reason = _get(choice, "finish_reason")
+        if text:
+            self.parts.append(text)
+        return text
+
+    def completion(self, counter: TokenCounter) -> Completion:
+        """The whole reply. A server that sent no usage is counted exactly with ``counter``."""
+        content = "".join(self.parts)
+        return Completion(
+            content=content,
+            finish_reason=self.finish_reason,
+            prompt_tokens=(
+                int(self.prompt_tokens)
+                if self.prompt_tokens is not None
+                else self.request.prompt_tokens
+            ),
+            completion_tokens=(
+                int(self.completion_tokens)
+                if self.completion_tokens is not None
+                else counter.count_text(content)
+            ),
+            model=self.model,
+        )

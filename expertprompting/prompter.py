@@ -1,0 +1,326 @@
+"""The facade: :class:`ExpertPrompter`, the one object most users need."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncGenerator, AsyncIterator, Generator, Iterator, Sequence
+from typing import Any
+
+import openai
+from pydantic import ValidationError
+from tenacity import BaseRetrying
+
+from .async_driver import AsyncDriver
+from .budget import BudgetLedger
+from .config import ModelPrice, PrompterConfig, RetryPolicy, RunBudget
+from .core import ChatMessage, Planner, answer_flow, fold_input, identify_flow
+from .errors import ConfigurationError, ExpertPromptingError
+from .exemplars import Exemplar, default_exemplars, load_exemplars
+from .model_table import lookup_model
+from .results import ExpertAnswer, ExpertIdentity, Strategy, Usage
+from .retry import RetrySpec
+from .sync_driver import SyncDriver
+from .templating import TemplateSource, load_template
+from .tokens import TiktokenCounter, TokenCounter
+from .transport import AsyncOpenAITransport, OpenAITransport
+
+__all__ = ["AnswerStream", "AsyncAnswerStream", "ExpertPrompter"]
+
+_BUDGET_KEYS = ("max_total_tokens", "max_requests", "max_cost")
+
+
+class AnswerStream(Iterator[str]):
+    """Iterate to get the answer's text as it arrives; ``.result`` holds the full answer after."""
+
+    def __init__(self, generator: Generator[str, None, ExpertAnswer]) -> None:
+        self._generator = generator
+        self._result: ExpertAnswer | None = None
+
+    def __iter__(self) -> AnswerStream:
+        return self
+
+    def __next__(self) -> str:
+        try:
+            return next(self._generator)
+        except StopIteration as stop:
+            self._result = stop.value
+            raise
+
+    @property
+    def result(self) -> ExpertAnswer:
+        """The complete :class:`ExpertAnswer`, once the stream has been read to its end."""
+        if self._result is None:
+            raise ExpertPromptingError("Read the stream to its end before asking for .result.")
+        return self._result
+
+    def close(self) -> None:
+        """Stop early and release the connection."""
+        self._generator.close()
+
+
+class AsyncAnswerStream(AsyncIterator[str]):
+    """``async for`` twin of :class:`AnswerStream`."""
+
+    def __init__(self, generator: AsyncGenerator[str | ExpertAnswer, None]) -> None:
+        self._generator = generator
+        self._result: ExpertAnswer | None = None
+
+    def __aiter__(self) -> AsyncAnswerStream:
+        return self
+
+    async def __anext__(self) -> str:
+        item = await self._generator.__anext__()
+        if isinstance(item, ExpertAnswer):
+            self._result = item
+            await self._generator.aclose()
+            raise StopAsyncIteration
+        return item
+
+    @property
+    def result(self) -> ExpertAnswer:
+        """The complete :class:`ExpertAnswer`, once the stream has been read to its end."""
+        if self._result is None:
+            raise ExpertPromptingError("Read the stream to its end before asking for .result.")
+        return self._result
+
+    async def aclose(self) -> None:
+        """Stop early and release the connection."""
+        await self._generator.aclose()
+
+
+class ExpertPrompter:
+    """Answers instructions as the expert each one deserves (Xu et al. 2023).
+
+    Step 1 asks the model for a second-person description of the ideal expert, shown the most
+    relevant exemplars that fit the token budget; step 2 prepends it to the instruction and asks
+    for the answer. ``strategy="vanilla"`` (the instruction alone) and ``"static"`` (a fixed
+    "imagine you are an expert" prefix) are the paper's baselines, one argument away.
+
+    Every call has an ``a``-prefixed async twin. Settings not named here are the fields of
+    :class:`~expertprompting.config.PrompterConfig` (``k_exemplars``, ``identity_max_tokens``,
+    ``max_tokens``, ``context_window``, ``temperature``, ``seed``, ``clean_answers``,
+    ``timeout``...), plus the run-budget limits ``max_total_tokens``, ``max_requests`` and
+    ``max_cost``.
+    """
+
+    def __init__(
+        self,
+        model: str = "gpt-4o-mini",
+        *,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        client: openai.OpenAI | None = None,
+        async_client: openai.AsyncOpenAI | None = None,
+        exemplars: Sequence[Exemplar] | str | os.PathLike[str] | None = None,
+        identity_template: TemplateSource | None = None,
+        answer_template: TemplateSource | None = None,
+        static_template: TemplateSource | None = None,
+        vanilla_template: TemplateSource | None = None,
+        retry: RetrySpec | None = None,
+        token_counter: TokenCounter | None = None,
+        **settings: Any,
+    ) -> None:
+        budget = {k: settings.pop(k) for k in _BUDGET_KEYS if k in settings}
+        try:
+            if budget:
+                settings["budget"] = RunBudget(**budget)
+            if isinstance(retry, RetryPolicy):
+                settings["retry"] = retry
+            elif retry is not None and not isinstance(retry, BaseRetrying):
+                raise ConfigurationError(
+                    "retry= takes a RetryPolicy or a tenacity Retrying/AsyncRetrying, "
+                    f"not {type(retry).__name__}."
+                )
+            self.config = PrompterConfig(model=model, **settings)
+        except ValidationError as exc:
+            raise ConfigurationError(_explain(exc)) from None
+        except TypeError as exc:
+            raise ConfigurationError(str(exc)) from None
+        self._retry: RetrySpec = retry if retry is not None else self.config.retry
+        self._base_url = base_url
+        self._api_key = api_key
+        self._client = client
+        self._async_client = async_client
+        pool = _exemplar_pool(exemplars)
+        templates = {
+            "identity": load_template("identity", identity_template),
+            "answer": load_template("answer", answer_template),
+            "static": load_template("static", static_template),
+            "vanilla": load_template("vanilla", vanilla_template),
+        }
+        self.counter = token_counter if token_counter is not None else TiktokenCounter(model)
+        self.planner = Planner(self.config, templates, pool, self.counter)
+        if self.config.budget.max_cost is not None and self._price(model) is None:
+            raise ConfigurationError(
+                f"max_cost is set but the price of {model!r} is unknown; pass "
+                f"prices={{{model!r}: ModelPrice(input=..., output=...)}} (USD per 1M tokens)."
+            )
+        self.ledger = BudgetLedger(self.config.budget, self._price)
+        self._sync: SyncDriver | None = None
+        self._async: AsyncDriver | None = None
+
+    # -- configuration ------------------------------------------------------------------------
+    def _price(self, model: str) -> ModelPrice | None:
+        if model in self.config.prices:
+            return self.config.prices[model]
+        info = lookup_model(model)
+        return info.price if info else None
+
+    @property
+    def usage(self) -> Usage:
+        """Running totals of every request this prompter sent (failed attempts included)."""
+        return self.ledger.usage
+
+    def _openai_kwargs(self) -> dict[str, Any]:
+        api_key = self._api_key or os.environ.get("OPENAI_API_KEY")
+        base_url = self._base_url or os.environ.get("OPENAI_BASE_URL")
+        if not api_key:
+            if not base_url:
+                raise ConfigurationError(
+                    f"No API key for model {self.config.model!r}: set OPENAI_API_KEY, pass "
+                    "api_key=, or pass base_url= of a local OpenAI-compatible server."
+                )
+            api_key = "not-needed"  # local servers ignore it, the SDK insists on one
+        return {"api_key": api_key, "base_url": base_url}
+
+    def _sync_driver(self) -> SyncDriver:
+        if self._sync is None:
+            client = self._client or openai.OpenAI(**self._openai_kwargs())
+            transport = OpenAITransport(client, self.config.timeout)
+            self._sync = SyncDriver(transport, self.ledger, self._retry, self.counter)
+        return self._sync
+
+    def _async_driver(self) -> AsyncDriver:
+        if self._async is None:
+            client = self._async_client
+            if client is None and self._client is not None:
+                c = self._client
+                client = openai.AsyncOpenAI(
+                    api_key=c.api_key,
+                    base_url=c.base_url,
+                    organization=c.organization,
+                    project=c.project,
+                )
+            if client is None:
+                client = openai.AsyncOpenAI(**self._openai_kwargs())
+            transport = AsyncOpenAITransport(client, self.config.timeout)
+            self._async = AsyncDriver(transport, self.ledger, self._retry, self.counter)
+        return self._async
+
+    def _strategy(self, strategy: Strategy | None) -> Strategy:
+        chosen = strategy or self.config.strategy
+        if chosen not in ("expert", "vanilla", "static"):
+            raise ConfigurationError(
+                f"Unknown strategy {chosen!r}; use 'expert', 'vanilla' or 'static'."
+            )
+        return chosen
+
+    # -- prompts, no request --------------------------------------------------------------------
+    def identity_messages(self, instruction: str, input: str | None = None) -> list[ChatMessage]:
+        """The exact messages step 1 would send for ``instruction`` (no request is made)."""
+        instruction, input = fold_input(instruction, input)
+        return self.planner.identity_request(instruction, input)[0].messages
+
+    def answer_messages(
+        self,
+        instruction: str,
+        identity: str | ExpertIdentity | None = None,
+        input: str | None = None,
+        strategy: Strategy | None = None,
+    ) -> list[ChatMessage]:
+        """The exact messages step 2 would send (no request is made)."""
+        instruction, input = fold_input(instruction, input)
+        text = identity.description if isinstance(identity, ExpertIdentity) else identity
+        return self.planner.answer_messages(instruction, input, text, self._strategy(strategy))
+
+    # -- calls ------------------------------------------------------------------------------------
+    def identify(self, instruction: str, input: str | None = None) -> ExpertIdentity:
+        """Step 1 alone: the expert identity for ``instruction`` (one request)."""
+        return self._sync_driver().run(identify_flow(self.planner, instruction, input))
+
+    async def aidentify(self, instruction: str, input: str | None = None) -> ExpertIdentity:
+        """Async twin of :meth:`identify`."""
+        return await self._async_driver().run(identify_flow(self.planner, instruction, input))
+
+    def answer(
+        self,
+        instruction: str,
+        input: str | None = None,
+        *,
+        identity: str | ExpertIdentity | None = None,
+        strategy: Strategy | None = None,
+    ) -> ExpertAnswer:
+        """Answer ``instruction`` as its expert: two requests, or one with ``identity=``."""
+        flow = answer_flow(self.planner, instruction, input, identity, self._strategy(strategy))
+        return self._sync_driver().run(flow)
+
+    async def aanswer(
+        self,
+        instruction: str,
+        input: str | None = None,
+        *,
+        identity: str | ExpertIdentity | None = None,
+        strategy: Strategy | None = None,
+    ) -> ExpertAnswer:
+        """Async twin of :meth:`answer`."""
+        flow = answer_flow(self.planner, instruction, input, identity, self._strategy(strategy))
+        return await self._async_driver().run(flow)
+
+    def stream(
+        self,
+        instruction: str,
+        input: str | None = None,
+        *,
+        identity: str | ExpertIdentity | None = None,
+        strategy: Strategy | None = None,
+    ) -> AnswerStream:
+        """Like :meth:`answer`, but iterate over the answer's text as it arrives.
+
+        The identity (step 1) is fetched whole first. After the loop, ``.result`` is the
+        :class:`ExpertAnswer`.
+        """
+        flow = answer_flow(
+            self.planner, instruction, input, identity, self._strategy(strategy), stream=True
+        )
+        return AnswerStream(self._sync_driver().run_streaming(flow))
+
+    def astream(
+        self,
+        instruction: str,
+        input: str | None = None,
+        *,
+        identity: str | ExpertIdentity | None = None,
+        strategy: Strategy | None = None,
+    ) -> AsyncAnswerStream:
+        """Async twin of :meth:`stream`: ``async for chunk in ep.astream(...)``."""
+        flow = answer_flow(
+            self.planner, instruction, input, identity, self._strategy(strategy), stream=True
+        )
+        return AsyncAnswerStream(self._async_driver().run_streaming(flow))
+
+    def __repr__(self) -> str:
+        c = self.config
+        return f"ExpertPrompter(model={c.model!r}, strategy={c.strategy!r})"
+
+
+def _exemplar_pool(exemplars: Sequence[Exemplar] | str | os.PathLike[str] | None) -> list[Exemplar]:
+    if exemplars is None:
+        return default_exemplars()
+    if isinstance(exemplars, (str, os.PathLike)):
+        return load_exemplars(exemplars)
+    pool = list(exemplars)
+    for item in pool:
+        if not isinstance(item, Exemplar):
+            raise ConfigurationError(
+                f"exemplars= must hold Exemplar objects (or be a JSONL path), got "
+                f"{type(item).__name__}."
+            )
+    return pool
+
+
+def _explain(exc: ValidationError) -> str:
+    problems = "; ".join(
+        f"{'.'.join(str(p) for p in err['loc']) or 'settings'}: {err['msg']}"
+        for err in exc.errors()
+    )
+    return f"Invalid prompter settings: {problems}."
