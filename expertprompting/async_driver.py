@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 
 from .attempts import AttemptTracker
 from .budget import BudgetLedger
-from .core import ChatRequest, Exchange, StreamAssembler
+from .core import ChatRequest, Exchange, StreamAssembler, parse_completion
 from .errors import ResponseError
 from .retry import RetrySpec, async_retrying
 from .tokens import TokenCounter
@@ -53,13 +53,15 @@ class AsyncDriver:
                 with attempt:
                     tracker.begin()
                     try:
-                        completion = await self.transport.complete(request)
+                        completion = parse_completion(
+                            await self.transport.complete(request), request, self.counter
+                        )
                     except Exception:
                         tracker.failed()
                         raise
                     tracker.replied(completion)
         except Exception as exc:
-            raise tracker.error(exc) from exc.__cause__
+            tracker.give_up(exc)
         return tracker.exchange()
 
     async def stream(self, request: ChatRequest) -> AsyncGenerator[str | Exchange, None]:
@@ -87,7 +89,7 @@ class AsyncDriver:
                     if not first:
                         tracker.replied(assembler.completion(self.counter))
         except Exception as exc:
-            raise tracker.error(exc) from exc.__cause__
+            tracker.give_up(exc)
         try:
             if first:
                 yield first

@@ -8,6 +8,7 @@ request's record, or the typed error to raise.
 from __future__ import annotations
 
 import time
+from typing import NoReturn
 
 from .budget import BudgetLedger, Reservation
 from .core import ChatRequest, Completion, Exchange, check_completion
@@ -53,9 +54,12 @@ class AttemptTracker:
         check_completion(self.request, completion)
         self.completion = completion
 
-    def error(self, exc: BaseException) -> BaseException:
-        """The typed error to raise once no attempt is left."""
-        return final_error(exc, self.attempts)
+    def give_up(self, exc: BaseException) -> NoReturn:
+        """No attempt is left: raise the typed error for ``exc`` (the SDK's error as its cause)."""
+        error = final_error(exc, self.attempts)
+        if error is exc:
+            raise exc
+        raise error from error.__cause__
 
     def exchange(self) -> Exchange:
         """The request's final reply and its record."""

@@ -20,7 +20,7 @@ class RetryPolicy(BaseModel):
     ``max_retry_after``.
     """
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     max_attempts: int = Field(default=3, ge=1, description="Attempts in all, the first included.")
     initial_delay: float = Field(default=0.5, ge=0)
@@ -37,7 +37,7 @@ class RetryPolicy(BaseModel):
 class RunBudget(BaseModel):
     """Limits shared by every call of one prompter; a request that would pass one is refused."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     max_total_tokens: int | None = Field(default=None, ge=1)
     max_requests: int | None = Field(default=None, ge=1)
@@ -47,7 +47,7 @@ class RunBudget(BaseModel):
 class ModelPrice(BaseModel):
     """USD per one million tokens."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     input: float = Field(ge=0)
     output: float = Field(ge=0)
@@ -59,7 +59,7 @@ class ModelPrice(BaseModel):
 class PrompterConfig(BaseModel):
     """Every setting of an :class:`~expertprompting.ExpertPrompter`, validated."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     model: str = "gpt-4o-mini"
     strategy: Strategy = "expert"

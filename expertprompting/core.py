@@ -94,8 +94,12 @@ def _get(obj: Any, name: str) -> Any:
     return obj.get(name) if isinstance(obj, Mapping) else getattr(obj, name, None)
 
 
-def parse_completion(response: Any, request: ChatRequest) -> Completion:
-    """Read a chat completion (SDK object or plain dict). Usage missing: counted exactly."""
+def parse_completion(response: Any, request: ChatRequest, counter: TokenCounter) -> Completion:
+    """Read a chat completion (SDK object or plain dict).
+
+    A reply without usage is counted exactly: the planned prompt size, and ``counter`` over the
+    text.
+    """
     choices = _get(response, "choices")
     if not choices:
         raise ResponseError(
@@ -108,11 +112,20 @@ def parse_completion(response: Any, request: ChatRequest) -> Completion:
     usage = _get(response, "usage")
     prompt = _get(usage, "prompt_tokens") if usage is not None else None
     completion = _get(usage, "completion_tokens") if usage is not None else None
+    if content is not None and not isinstance(content, str):
+        raise ResponseError(
+            f"The endpoint's reply content is {type(content).__name__}, not text; "
+            "it may not be OpenAI-compatible. Check base_url.",
+            reason="unparseable",
+            retryable=True,
+        )
     return Completion(
         content=content,
         finish_reason=_get(choice, "finish_reason"),
         prompt_tokens=int(prompt) if prompt is not None else request.prompt_tokens,
-        completion_tokens=int(completion) if completion is not None else 0,
+        completion_tokens=(
+            int(completion) if completion is not None else counter.count_text(content or "")
+        ),
         model=str(_get(response, "model") or request.model),
     )
 

@@ -319,8 +319,11 @@ def _exemplar_pool(exemplars: Sequence[Exemplar] | str | os.PathLike[str] | None
 
 
 def _explain(exc: ValidationError) -> str:
-    problems = "; ".join(
-        f"{'.'.join(str(p) for p in err['loc']) or 'settings'}: {err['msg']}"
-        for err in exc.errors()
-    )
+    def one(err: Any) -> str:
+        where = ".".join(str(p) for p in err["loc"]) or "settings"
+        if err["type"] == "extra_forbidden":
+            return f"{where}: unexpected keyword (see PrompterConfig for the valid settings)"
+        return f"{where}: {err['msg']}"
+
+    problems = "; ".join(one(err) for err in exc.errors())
     return f"Invalid prompter settings: {problems}."

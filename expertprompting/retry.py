@@ -126,6 +126,8 @@ def async_retrying(spec: RetrySpec) -> AsyncRetrying:
     return AsyncRetrying(**_retrying_kwargs(spec))
 
 
+_ALWAYS_RETRIED = frozenset({408, 409})
+
 _WHAT_TO_DO: dict[int, str] = {
     400: "The endpoint rejected the request; check the model name and parameters.",
     401: "Check the API key (OPENAI_API_KEY or api_key=).",
@@ -154,7 +156,9 @@ def final_error(exc: BaseException, attempts: int) -> BaseException:
             "raise RetryPolicy.max_attempts, or ask the provider for a higher limit.",
             attempts=attempts,
         )
-    elif isinstance(exc, openai.APIConnectionError) or (status is not None and status >= 500):
+    elif isinstance(exc, openai.APIConnectionError) or (
+        status is not None and (status >= 500 or status in _ALWAYS_RETRIED)
+    ):
         what = (
             "timed out"
             if isinstance(exc, openai.APITimeoutError)

@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 
 from .attempts import AttemptTracker
 from .budget import BudgetLedger
-from .core import ChatRequest, Exchange, StreamAssembler
+from .core import ChatRequest, Exchange, StreamAssembler, parse_completion
 from .errors import ResponseError
 from .retry import RetrySpec, sync_retrying
 from .tokens import TokenCounter
@@ -49,13 +49,15 @@ class SyncDriver:
                 with attempt:
                     tracker.begin()
                     try:
-                        completion = self.transport.complete(request)
+                        completion = parse_completion(
+                            self.transport.complete(request), request, self.counter
+                        )
                     except Exception:
                         tracker.failed()
                         raise
                     tracker.replied(completion)
         except Exception as exc:
-            raise tracker.error(exc) from exc.__cause__
+            tracker.give_up(exc)
         return tracker.exchange()
 
     def stream(self, request: ChatRequest) -> Generator[str, None, Exchange]:
@@ -83,7 +85,7 @@ class SyncDriver:
                     if not first:
                         tracker.replied(assembler.completion(self.counter))
         except Exception as exc:
-            raise tracker.error(exc) from exc.__cause__
+            tracker.give_up(exc)
         try:
             if first:
                 yield first

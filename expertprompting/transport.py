@@ -1,4 +1,4 @@
-"""Transports: the only code that talks to an endpoint. One request in, one reply out.
+"""Transports: the only code that talks to an endpoint. One request in, one raw reply out.
 
 :class:`OpenAITransport` and :class:`AsyncOpenAITransport` drive any OpenAI-compatible
 endpoint through the official SDK, with the SDK's own retries turned off (our retry policy is
@@ -12,7 +12,8 @@ from typing import Any, Protocol
 
 import openai
 
-from .core import ChatRequest, Completion, parse_completion
+from .core import ChatRequest
+from .errors import ResponseError
 
 __all__ = ["AsyncOpenAITransport", "AsyncTransport", "OpenAITransport", "Transport"]
 
@@ -22,14 +23,27 @@ def _streaming(request: ChatRequest) -> dict[str, Any]:
     return {**request.kwargs(), "stream": True, "stream_options": {"include_usage": True}}
 
 
+def _unparseable(exc: ValueError) -> ResponseError:
+    return ResponseError(
+        f"The endpoint's reply is not valid JSON ({exc}). It was retried; if it persists, "
+        "check that base_url points at an OpenAI-compatible server.",
+        reason="unparseable",
+        retryable=True,
+    )
+
+
 class Transport(Protocol):
-    def complete(self, request: ChatRequest) -> Completion: ...
+    """Sends a planned request; returns the reply as the SDK (or a dict) gives it."""
+
+    def complete(self, request: ChatRequest) -> Any: ...
 
     def open_stream(self, request: ChatRequest) -> Iterator[Any]: ...
 
 
 class AsyncTransport(Protocol):
-    async def complete(self, request: ChatRequest) -> Completion: ...
+    """The async twin of :class:`Transport`."""
+
+    async def complete(self, request: ChatRequest) -> Any: ...
 
     async def open_stream(self, request: ChatRequest) -> AsyncIterator[Any]: ...
 
@@ -40,9 +54,11 @@ class OpenAITransport:
     def __init__(self, client: openai.OpenAI, timeout: float) -> None:
         self.client = client.with_options(max_retries=0, timeout=timeout)
 
-    def complete(self, request: ChatRequest) -> Completion:
-        response = self.client.chat.completions.create(**request.kwargs())
-        return parse_completion(response, request)
+    def complete(self, request: ChatRequest) -> Any:
+        try:
+            return self.client.chat.completions.create(**request.kwargs())
+        except ValueError as exc:  # the SDK lets a malformed JSON body's JSONDecodeError through
+            raise _unparseable(exc) from exc
 
     def open_stream(self, request: ChatRequest) -> Iterator[Any]:
         stream: Iterator[Any] = self.client.chat.completions.create(**_streaming(request))
@@ -55,9 +71,11 @@ class AsyncOpenAITransport:
     def __init__(self, client: openai.AsyncOpenAI, timeout: float) -> None:
         self.client = client.with_options(max_retries=0, timeout=timeout)
 
-    async def complete(self, request: ChatRequest) -> Completion:
-        response = await self.client.chat.completions.create(**request.kwargs())
-        return parse_completion(response, request)
+    async def complete(self, request: ChatRequest) -> Any:
+        try:
+            return await self.client.chat.completions.create(**request.kwargs())
+        except ValueError as exc:
+            raise _unparseable(exc) from exc
 
     async def open_stream(self, request: ChatRequest) -> AsyncIterator[Any]:
         stream: AsyncIterator[Any] = await self.client.chat.completions.create(
