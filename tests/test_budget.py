@@ -3,35 +3,46 @@
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 import pytest
 
 from expertprompting import BudgetExceededError, ModelPrice, RunBudget, TokenBudgetError
 from expertprompting.budget import BudgetLedger, plan_max_tokens
-from expertprompting.model_table import lookup_model
+from expertprompting.model_table import ModelInfo, lookup_model
 
 
 def test_plan_is_min_of_cap_and_room() -> None:
-    assert plan_max_tokens(prompt_tokens=100, context_window=1000, cap=None, margin=10, what="x") == 890
-    assert plan_max_tokens(prompt_tokens=100, context_window=1000, cap=50, margin=10, what="x") == 50
+    assert (
+        plan_max_tokens(prompt_tokens=100, context_window=1000, cap=None, margin=10, what="x")
+        == 890
+    )
+    assert (
+        plan_max_tokens(prompt_tokens=100, context_window=1000, cap=50, margin=10, what="x") == 50
+    )
 
 
 def test_plan_refuses_with_numbers() -> None:
-    with pytest.raises(TokenBudgetError, match="needs 995 tokens.*1000-token") as info:
+    with pytest.raises(TokenBudgetError, match=r"needs 995 tokens.*1000-token") as info:
         plan_max_tokens(prompt_tokens=995, context_window=1000, cap=None, margin=10, what="answer")
     assert info.value.needed == 1006
     assert info.value.available == 1000
 
 
 def test_model_table_prefix_lookup() -> None:
-    assert lookup_model("gpt-4o-mini-2024-07-18").context_window == 128_000
-    assert lookup_model("gpt-4o-mini").price == ModelPrice(input=0.15, output=0.60)
-    assert lookup_model("gpt-4.1-nano").max_output_tokens == 32_768
-    assert lookup_model("o3-mini").uses_max_completion_tokens
+    def info(name: str) -> ModelInfo:
+        found = lookup_model(name)
+        assert found is not None, name
+        return found
+
+    assert info("gpt-4o-mini-2024-07-18").context_window == 128_000
+    assert info("gpt-4o-mini").price == ModelPrice(input=0.15, output=0.60)
+    assert info("gpt-4.1-nano").max_output_tokens == 32_768
+    assert info("o3-mini").uses_max_completion_tokens
     assert lookup_model("llama-3") is None
 
 
-def _ledger(**limits: float) -> BudgetLedger:
+def _ledger(**limits: Any) -> BudgetLedger:
     return BudgetLedger(RunBudget(**limits), lambda m: ModelPrice(input=1.0, output=2.0))
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,15 @@ def test_default_pool_is_ours_and_varied() -> None:
     assert len(pool) >= 12
     domains = {e.domain for e in pool}
     assert len(domains) == len(pool)
-    assert {"science", "medicine", "law", "software", "mathematics", "writing", "business"} <= domains
+    assert {
+        "science",
+        "medicine",
+        "law",
+        "software",
+        "mathematics",
+        "writing",
+        "business",
+    } <= domains
     for e in pool:
         assert e.description.startswith("You are ")
         assert 100 <= len(e.description.split()) <= 200
@@ -48,7 +57,7 @@ def _ex(name: str, words: int) -> Exemplar:
 def test_selection_skips_what_does_not_fit_instead_of_stopping() -> None:
     ranked = [_ex("a", 10), _ex("big", 500), _ex("c", 10), _ex("d", 10)]
 
-    def cost(exs: list[Exemplar]) -> int:
+    def cost(exs: Sequence[Exemplar]) -> int:
         return 20 + sum(len(e.description.split()) for e in exs)
 
     chosen = select_exemplars(ranked, 3, cost, budget=100)
@@ -64,7 +73,10 @@ def test_selection_respects_k_and_zero() -> None:
 
 def test_load_exemplars_jsonl(tmp_path: Path) -> None:
     path = tmp_path / "ex.jsonl"
-    rows = [{"instruction": "A?", "description": "You are A."}, {"instruction": "B?", "description": "You are B.", "domain": "b"}]
+    rows = [
+        {"instruction": "A?", "description": "You are A."},
+        {"instruction": "B?", "description": "You are B.", "domain": "b"},
+    ]
     path.write_text("\n".join(json.dumps(r) for r in rows) + "\n\n")
     pool = load_exemplars(path)
     assert [e.instruction for e in pool] == ["A?", "B?"]

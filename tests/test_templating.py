@@ -46,12 +46,12 @@ def test_template_missing_required_variable_fails_at_load() -> None:
 
 
 def test_template_with_unknown_variable_fails_at_load() -> None:
-    with pytest.raises(TemplateError, match="unknown variable.*instrution"):
+    with pytest.raises(TemplateError, match=r"unknown variable.*instrution"):
         load_template("vanilla", "{{ instruction }} {{ instrution }}")
 
 
 def test_syntax_error_names_the_line() -> None:
-    with pytest.raises(TemplateError, match="not valid Jinja.*line 2"):
+    with pytest.raises(TemplateError, match=r"not valid Jinja.*line 2"):
         load_template("vanilla", "{{ instruction }}\n{% if %}")
 
 
@@ -82,6 +82,8 @@ def test_user_templates_are_sandboxed() -> None:
 
 
 def test_strict_undefined_attribute_is_a_template_error() -> None:
-    t = load_template("identity", "{% for e in exemplars %}{{ e.nope }}{% endfor %}{{ instruction }}")
+    t = load_template(
+        "identity", "{% for e in exemplars %}{{ e.nope }}{% endfor %}{{ instruction }}"
+    )
     with pytest.raises(TemplateError, match="failed to render"):
         t.render(instruction="x", input=None, exemplars=[{"instruction": "a"}])

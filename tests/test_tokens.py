@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import hashlib
-import os
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,7 +16,7 @@ from expertprompting.errors import ConfigurationError
 
 
 @pytest.fixture
-def fresh_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def fresh_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """An empty TIKTOKEN_CACHE_DIR and no memoised encodings."""
     monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path))
     tk.get_encoding.cache_clear()

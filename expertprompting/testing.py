@@ -1,0 +1,405 @@
+"""A local, OpenAI-compatible HTTP server for tests: ours, and those of our users.
+
+``FakeOpenAIServer`` speaks enough of the OpenAI REST API (chat completions, plain and streamed,
+and the model list) that the real ``openai`` SDK, sync or async, talks to it over real sockets.
+Tests script what each chat request gets back (content, finish reason, usage, HTTP errors with
+headers, malformed bodies, delays, dropped connections) and inspect every request that arrived.
+Only the standard library is used, and the server listens on 127.0.0.1 only by default.
+
+>>> from expertprompting.testing import FakeOpenAIServer, Reply
+>>> with FakeOpenAIServer() as server:                                      # doctest: +SKIP
+...     server.script(Reply(content="You are a chemist."), Reply(status=429))
+...     client = openai.OpenAI(base_url=server.base_url, api_key="test")
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import re
+import socket
+import threading
+import time
+import warnings
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import TracebackType
+from typing import Any, Literal, cast
+
+from .tokens import count_tokens, encoding_for_model
+
+__all__ = ["FakeOpenAIServer", "RecordedRequest", "Reply"]
+
+CHAT_PATH = "/v1/chat/completions"
+FAKE_MODEL = "fake-model"
+_ECHO_CHARS = 200
+
+
+@dataclass(frozen=True)
+class RecordedRequest:
+    """One HTTP request as the server received it (any route)."""
+
+    method: str
+    path: str
+    headers: dict[str, str]  # keys lower-cased
+    body: bytes
+    json: Any  # the parsed body, or None when it is empty or not JSON
+    time: float  # time.monotonic() at arrival
+
+    @property
+    def messages(self) -> list[Any]:
+        """The chat ``messages`` the request carried, or ``[]``."""
+        if isinstance(self.json, dict) and isinstance(self.json.get("messages"), list):
+            return cast(list[Any], self.json["messages"])
+        return []
+
+
+@dataclass(kw_only=True)
+class Reply:
+    """What the server answers to one chat-completions request.
+
+    Precedence: ``fault`` (no response at all), then ``body`` (sent verbatim), then an error
+    (``status >= 400``), else a completion whose content is ``content`` exactly (``None`` is sent
+    as a null content). Only the default responder makes up content (an echo).
+    """
+
+    content: str | None = None
+    finish_reason: str = "stop"
+    status: int = 200
+    headers: dict[str, str] = field(default_factory=dict)
+    error_body: dict[str, Any] | None = None
+    body: str | bytes | None = None
+    delay: float = 0.0
+    fault: Literal["drop"] | None = None
+    usage: dict[str, int] | None = None
+    model: str | None = None
+
+
+def _last_user_text(messages: list[Any]) -> str:
+    for message in reversed(messages):
+        if isinstance(message, dict) and message.get("role") == "user":
+            content = message.get("content")
+            if isinstance(content, list):  # content parts: keep the text ones
+                return "".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
+            return "" if content is None else str(content)
+    return ""
+
+
+def _request_model(req: RecordedRequest) -> str:
+    model = req.json.get("model") if isinstance(req.json, dict) else None
+    return model if isinstance(model, str) and model else FAKE_MODEL
+
+
+def _pieces(content: str) -> list[str]:
+    """Split text into word-sized pieces (spaces kept) whose concatenation is the text."""
+    return [p for p in re.split(r"(?<=\s)(?=\S)", content) if p]
+
+
+class _Handler(BaseHTTPRequestHandler):
+    """Serves one connection; HTTP/1.1 keep-alive with an exact Content-Length on every reply."""
+
+    protocol_version = "HTTP/1.1"
+    server_version = "FakeOpenAI/1.0"
+
+    @property
+    def fake(self) -> FakeOpenAIServer:
+        return cast(_HTTPServer, self.server).fake
+
+    def setup(self) -> None:
+        super().setup()
+        self.fake._track(self.connection, add=True)
+
+    def finish(self) -> None:
+        try:
+            super().finish()
+        finally:
+            self.fake._track(self.connection, add=False)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Keep test output quiet."""
+
+    def do_GET(self) -> None:
+        self._handle()
+
+    do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_GET
+
+    def _read_body(self) -> bytes:
+        if "chunked" in self.headers.get("transfer-encoding", "").lower():
+            data = bytearray()
+            while (size := int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)) > 0:
+                data += self.rfile.read(size)
+                self.rfile.readline()
+            while self.rfile.readline() not in (b"\r\n", b"\n", b""):  # trailers
+                pass
+            return bytes(data)
+        return self.rfile.read(int(self.headers.get("content-length") or 0))
+
+    def _handle(self) -> None:
+        try:
+            body = self._read_body()
+            try:
+                parsed: Any = json.loads(body) if body else None
+            except ValueError:
+                parsed = None
+            path = self.path.split("?", 1)[0]
+            req = RecordedRequest(
+                method=self.command,
+                path=path,
+                headers={k.lower(): v for k, v in self.headers.items()},
+                body=body,
+                json=parsed,
+                time=time.monotonic(),
+            )
+            self.fake._record(req)
+            if self.fake.latency > 0:
+                time.sleep(self.fake.latency)
+            if self.command == "POST" and path == CHAT_PATH:
+                self._chat(req, self.fake._next_reply(req))
+            elif self.command == "GET" and path == "/v1/models":
+                model = {"id": FAKE_MODEL, "object": "model", "created": 0, "owned_by": "fake"}
+                self._send_json(200, {"object": "list", "data": [model]})
+            else:
+                message = f"no route {self.command} {path}"
+                error = {"message": message, "type": "invalid_request_error", "code": "not_found"}
+                self._send_json(404, {"error": error})
+        except (BrokenPipeError, ConnectionResetError, ConnectionAbortedError, TimeoutError):
+            self.close_connection = True  # the client gave up (e.g. its timeout); nothing to tell
+        except Exception as exc:  # a bug in a responder: make it visible to the test
+            self._send_json(500, {"error": {"message": repr(exc), "type": "fake_server_error"}})
+
+    def _send(
+        self, status: int, frames: list[bytes], content_type: str, headers: dict[str, str]
+    ) -> None:
+        """One response with an exact Content-Length; each frame is written and flushed alone."""
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(sum(len(f) for f in frames)))
+        self.send_header("x-request-id", f"req_fake_{self.fake._next_id('request')}")
+        for name, value in headers.items():
+            self.send_header(name, value)
+        self.end_headers()
+        for frame in frames if self.command != "HEAD" else []:
+            self.wfile.write(frame)
+            self.wfile.flush()
+
+    def _send_json(self, status: int, data: Any, headers: dict[str, str] | None = None) -> None:
+        self._send(status, [json.dumps(data).encode()], "application/json", headers or {})
+
+    def _chat(self, req: RecordedRequest, reply: Reply) -> None:
+        if reply.delay > 0:
+            time.sleep(reply.delay)
+        if reply.fault == "drop":
+            self.close_connection = True
+            self.connection.shutdown(socket.SHUT_RDWR)
+            return
+        if reply.body is not None:
+            raw = reply.body.encode() if isinstance(reply.body, str) else reply.body
+            self._send(reply.status, [raw], "application/json", reply.headers)
+            return
+        if reply.status >= 400:
+            default = {"message": f"scripted {reply.status}", "type": "scripted", "code": None}
+            self._send_json(
+                reply.status,
+                {"error": default} if reply.error_body is None else reply.error_body,
+                reply.headers,
+            )
+            return
+        request_json = req.json if isinstance(req.json, dict) else {}
+        model = reply.model or _request_model(req)
+        usage = self.fake._usage(req, reply.content) if reply.usage is None else reply.usage
+        n = self.fake._next_id("completion")
+        base = {"id": f"chatcmpl-fake-{n}", "created": int(time.time()), "model": model}
+        if not request_json.get("stream"):
+            message = {"role": "assistant", "content": reply.content}
+            choice = {"index": 0, "message": message, "finish_reason": reply.finish_reason}
+            completion = {**base, "object": "chat.completion", "usage": usage}
+            completion["choices"] = [{**choice, "logprobs": None}]
+            self._send_json(reply.status, completion, reply.headers)
+            return
+        chunk = {**base, "object": "chat.completion.chunk", "usage": None}
+
+        def choice_chunk(delta: dict[str, Any], finish_reason: str | None = None) -> dict[str, Any]:
+            choice = {"index": 0, "delta": delta, "finish_reason": finish_reason, "logprobs": None}
+            return {**chunk, "choices": [choice]}
+
+        events = [choice_chunk({"role": "assistant", "content": ""})]
+        events += [choice_chunk({"content": piece}) for piece in _pieces(reply.content or "")]
+        events.append(choice_chunk({}, reply.finish_reason))
+        stream_options = request_json.get("stream_options")
+        if isinstance(stream_options, dict) and stream_options.get("include_usage"):
+            events.append({**chunk, "choices": [], "usage": usage})
+        frames = [f"data: {json.dumps(e)}\n\n".encode() for e in events] + [b"data: [DONE]\n\n"]
+        self._send(reply.status, frames, "text/event-stream; charset=utf-8", reply.headers)
+
+
+class _HTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    fake: FakeOpenAIServer
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """Connections the client dropped are normal in tests; don't print tracebacks."""
+
+
+class _HTTPServerV6(_HTTPServer):
+    address_family = socket.AF_INET6
+
+
+class FakeOpenAIServer:
+    """An OpenAI-compatible HTTP server on 127.0.0.1, serving from a daemon thread.
+
+    ``script(*replies)`` queues replies for the next chat-completions requests (first in, first
+    out); with the queue empty, ``responder(request)`` decides (by default an echo of the last user
+    message, cut to ``max_tokens`` like a real model). Every request is recorded in ``requests``.
+    ``latency`` seconds are added before every response. Use it as a context manager, or call
+    ``start()`` and ``stop()``.
+    """
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, latency: float = 0.0) -> None:
+        self.host = host
+        self.port = port
+        self.latency = latency
+        self.responder: Callable[[RecordedRequest], Reply] = self.default_responder
+        self._lock = threading.Lock()
+        self._queue: deque[Reply] = deque()
+        self._requests: list[RecordedRequest] = []
+        self._connections: set[socket.socket] = set()
+        self._ids = {"request": itertools.count(1), "completion": itertools.count(1)}
+        self._httpd: _HTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # lifecycle
+    def start(self) -> FakeOpenAIServer:
+        """Bind and serve in a daemon thread (no-op if already running)."""
+        if self._httpd is not None:
+            return self
+        server_class = _HTTPServerV6 if ":" in self.host else _HTTPServer
+        httpd = server_class((self.host, self.port), _Handler)
+        httpd.fake = self
+        self.port = httpd.server_address[1]
+        self._httpd = httpd
+        self._thread = threading.Thread(
+            target=httpd.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name=f"FakeOpenAIServer:{self.port}",
+            daemon=True,
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving and close open connections. Safe to call more than once."""
+        httpd, self._httpd = self._httpd, None
+        if httpd is None:
+            return
+        httpd.shutdown()
+        httpd.server_close()
+        with self._lock:
+            connections = list(self._connections)
+        for conn in connections:  # keep-alive connections must not outlive the server
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+
+    def __enter__(self) -> FakeOpenAIServer:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    @property
+    def base_url(self) -> str:
+        """``http://127.0.0.1:<port>/v1``: pass it as ``base_url`` to ``openai.OpenAI``."""
+        if self._httpd is None:
+            raise RuntimeError("FakeOpenAIServer is not running; call start() first")
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}/v1"
+
+    # scripting and inspection
+    def script(self, *replies: Reply) -> None:
+        """Append replies to the queue; each chat-completions request takes the oldest."""
+        with self._lock:
+            self._queue.extend(replies)
+
+    @property
+    def requests(self) -> list[RecordedRequest]:
+        """Every request received so far (any route), in arrival order (a snapshot)."""
+        with self._lock:
+            return list(self._requests)
+
+    @property
+    def chat_requests(self) -> list[RecordedRequest]:
+        """The ``POST /v1/chat/completions`` requests received so far."""
+        return [r for r in self.requests if r.method == "POST" and r.path == CHAT_PATH]
+
+    def reset(self) -> None:
+        """Forget queued replies and recorded requests; restore the default responder."""
+        with self._lock:
+            self._queue.clear()
+            self._requests.clear()
+        self.responder = self.default_responder
+
+    def default_responder(self, req: RecordedRequest) -> Reply:
+        """Echo the last user message ("Echo: " + its first 200 characters).
+
+        With ``max_tokens`` (or ``max_completion_tokens``) smaller than the echo, the echo is cut
+        to that many tokens and the finish reason is "length", as a real model would do.
+        """
+        content = "Echo: " + _last_user_text(req.messages)[:_ECHO_CHARS]
+        body = req.json if isinstance(req.json, dict) else {}
+        limit = body.get("max_completion_tokens", body.get("max_tokens"))
+        if isinstance(limit, int) and not isinstance(limit, bool):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                encoding = encoding_for_model(_request_model(req))
+            tokens = encoding.encode_ordinary(content)
+            if len(tokens) > limit:
+                content = encoding.decode(tokens[: max(limit, 0)])
+                usage = self._usage(req, content)
+                usage["completion_tokens"] = max(limit, 0)  # what the model generated
+                usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+                return Reply(content=content, finish_reason="length", usage=usage)
+        return Reply(content=content)
+
+    # used by the handler threads
+    def _usage(self, req: RecordedRequest, content: str | None) -> dict[str, int]:
+        model = _request_model(req)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            prompt = count_tokens(req.messages, model=model)
+            completion = count_tokens(content or "", model=model)
+        return {
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "total_tokens": prompt + completion,
+        }
+
+    def _next_reply(self, req: RecordedRequest) -> Reply:
+        with self._lock:
+            reply = self._queue.popleft() if self._queue else None
+        return reply if reply is not None else self.responder(req)
+
+    def _record(self, req: RecordedRequest) -> None:
+        with self._lock:
+            self._requests.append(req)
+
+    def _next_id(self, kind: Literal["request", "completion"]) -> int:
+        with self._lock:
+            return next(self._ids[kind])
+
+    def _track(self, conn: socket.socket, *, add: bool) -> None:
+        with self._lock:
+            if add:
+                self._connections.add(conn)
+            else:
+                self._connections.discard(conn)
