@@ -51,10 +51,10 @@ class AsyncDriver:
         try:
             async for attempt in async_retrying(self.retry):
                 with attempt:
-                    tracker.begin()
+                    sent = tracker.begin()
                     try:
                         completion = parse_completion(
-                            await self.transport.complete(request), request, self.counter
+                            await self.transport.complete(sent), request, self.counter
                         )
                     except Exception:
                         tracker.failed()
@@ -77,10 +77,10 @@ class AsyncDriver:
         try:
             async for attempt in async_retrying(self.retry):
                 with attempt:
-                    tracker.begin()
+                    sent = tracker.begin()
                     assembler = StreamAssembler(request)
                     try:
-                        stream = await self.transport.open_stream(request)
+                        stream = await self.transport.open_stream(sent)
                         chunks = aiter(stream)
                         first = await _first_text(chunks, assembler)
                     except Exception:

@@ -31,11 +31,15 @@ class AttemptTracker:
         self._reservation: Reservation | None = None
         self._started = time.monotonic()
 
-    def begin(self) -> None:
-        """Before sending: count the attempt and reserve it (BudgetExceededError refuses it)."""
+    def begin(self) -> ChatRequest:
+        """Before sending: count the attempt and reserve it (BudgetExceededError refuses it).
+
+        Returns the request to send on this attempt (see :meth:`ChatRequest.for_attempt`).
+        """
         r = self.request
         self._reservation = self.ledger.reserve(r.model, r.prompt_tokens, r.max_tokens)
         self.attempts += 1
+        return r.for_attempt(self.attempts)
 
     def _settle(self, prompt_tokens: int, completion_tokens: int) -> None:
         assert self._reservation is not None, "begin() was not called"

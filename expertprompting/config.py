@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from .results import Strategy
 
-__all__ = ["ModelPrice", "PrompterConfig", "RetryPolicy", "RunBudget"]
+__all__ = ["IdentityLayout", "ModelPrice", "PrompterConfig", "RetryPolicy", "RunBudget"]
+
+IdentityLayout = Literal["text", "chat"]
+"""How the identity prompt shows its exemplars: one text block, or few-shot chat turns."""
 
 
 class RetryPolicy(BaseModel):
@@ -81,7 +86,21 @@ class PrompterConfig(BaseModel):
     )
     temperature: float | None = Field(default=None, ge=0, le=2)
     top_p: float | None = Field(default=None, gt=0, le=1)
-    seed: int | None = None
+    seed: int | None = Field(
+        default=None, description="Fixed sampling seed (retries use seed + 1, + 2, ...)."
+    )
+    repeat_penalty: float | None = Field(
+        default=None,
+        gt=0,
+        description="Penalty on repeated tokens (local models; sent as extra body to servers).",
+    )
+    identity_layout: IdentityLayout = Field(
+        default="text",
+        description="Exemplars as one text block ('text') or as few-shot chat turns ('chat').",
+    )
+    identity_stop: tuple[str, ...] = Field(
+        default=(), description="Stop sequences for the identity request (one paragraph: '\\n\\n')."
+    )
     clean_answers: bool = Field(
         default=False, description="Remove a leading 'As a ...,' restatement of the identity."
     )

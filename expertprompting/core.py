@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import warnings
 from collections.abc import Generator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, TypedDict
 
 from .budget import plan_max_tokens
@@ -57,15 +57,31 @@ class ChatRequest:
     max_tokens_param: str = "max_tokens"
     sampling: Mapping[str, Any] = field(default_factory=dict)
     stream: bool = False
+    extra: Mapping[str, Any] = field(default_factory=dict)
+    """Parameters outside OpenAI's API (e.g. ``repeat_penalty``), sent as ``extra_body``."""
 
     def kwargs(self) -> dict[str, Any]:
         """Keyword arguments for ``client.chat.completions.create``."""
-        return {
+        kwargs = {
             "model": self.model,
             "messages": [dict(m) for m in self.messages],
             self.max_tokens_param: self.max_tokens,
             **self.sampling,
         }
+        if self.extra:
+            kwargs["extra_body"] = dict(self.extra)
+        return kwargs
+
+    def for_attempt(self, attempt: int) -> ChatRequest:
+        """The request to send on attempt ``attempt`` (1-based).
+
+        With a fixed seed, a retry would repeat the reply it retries; later attempts use
+        ``seed + attempt - 1``, which keeps whole runs reproducible.
+        """
+        seed = self.sampling.get("seed")
+        if attempt <= 1 or seed is None:
+            return self
+        return replace(self, sampling={**self.sampling, "seed": int(seed) + attempt - 1})
 
 
 @dataclass(frozen=True)
@@ -209,6 +225,10 @@ class Planner:
             for k, v in (("temperature", c.temperature), ("top_p", c.top_p), ("seed", c.seed))
             if v is not None
         }
+        self.identity_sampling = (
+            {**self.sampling, "stop": list(c.identity_stop)} if c.identity_stop else self.sampling
+        )
+        self.extra = {"repeat_penalty": c.repeat_penalty} if c.repeat_penalty is not None else {}
 
     # -- messages ---------------------------------------------------------------------------
     def _user(self, text: str) -> list[ChatMessage]:
@@ -217,10 +237,28 @@ class Planner:
     def _identity_messages(
         self, instruction: str, input: str | None, exemplars: Sequence[Exemplar]
     ) -> list[ChatMessage]:
-        text = self.templates["identity"].render(
-            instruction=instruction, input=input, exemplars=list(exemplars)
+        if self.config.identity_layout == "text":
+            text = self.templates["identity"].render(
+                instruction=instruction, input=input, exemplars=list(exemplars)
+            )
+            return self._user(text)
+        # "chat": the task as the system message, each exemplar a user turn and its answer.
+        turn = self.templates["identity_turn"]
+        messages: list[ChatMessage] = [
+            {"role": "system", "content": self.templates["identity_system"].render()}
+        ]
+        for exemplar in exemplars:
+            messages.append(
+                {
+                    "role": "user",
+                    "content": turn.render(instruction=exemplar.instruction, input=None),
+                }
+            )
+            messages.append({"role": "assistant", "content": exemplar.description})
+        messages.append(
+            {"role": "user", "content": turn.render(instruction=instruction, input=input)}
         )
-        return self._user(text)
+        return messages
 
     def answer_messages(
         self, instruction: str, input: str | None, identity: str | None, strategy: Strategy
@@ -268,7 +306,14 @@ class Planner:
         prompt = self.counter.count_messages(messages)
         max_tokens = plan_room(self, prompt, c.identity_max_tokens, "identity")
         request = ChatRequest(
-            "identity", c.model, messages, prompt, max_tokens, self.max_tokens_param, self.sampling
+            "identity",
+            c.model,
+            messages,
+            prompt,
+            max_tokens,
+            self.max_tokens_param,
+            self.identity_sampling,
+            extra=self.extra,
         )
         return request, [e.instruction for e in chosen]
 
@@ -293,6 +338,7 @@ class Planner:
             self.max_tokens_param,
             self.sampling,
             stream,
+            self.extra,
         )
 
     def preflight(self, instruction: str, input: str | None) -> None:

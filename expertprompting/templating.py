@@ -22,17 +22,23 @@ from .errors import TemplateError
 
 __all__ = ["PromptTemplate", "TemplateKind", "TemplateSource", "load_template"]
 
-TemplateKind = Literal["identity", "answer", "static", "vanilla"]
+TemplateKind = Literal[
+    "identity", "identity_system", "identity_turn", "answer", "static", "vanilla"
+]
 TemplateSource = str | os.PathLike[str]
 
 _REQUIRED: dict[TemplateKind, frozenset[str]] = {
     "identity": frozenset({"instruction"}),
+    "identity_system": frozenset(),
+    "identity_turn": frozenset({"instruction"}),
     "answer": frozenset({"identity", "instruction"}),
     "static": frozenset({"instruction"}),
     "vanilla": frozenset({"instruction"}),
 }
 _ALLOWED: dict[TemplateKind, frozenset[str]] = {
     "identity": frozenset({"instruction", "input", "exemplars"}),
+    "identity_system": frozenset(),
+    "identity_turn": frozenset({"instruction", "input"}),
     "answer": frozenset({"identity", "instruction", "input"}),
     "static": frozenset({"instruction", "input"}),
     "vanilla": frozenset({"instruction", "input"}),

@@ -450,3 +450,37 @@ async def test_astream(server: FakeOpenAIServer, make_prompter: Make) -> None:
     assert len(chunks) > 3
     assert stream.result.answer == ANSWER
     assert stream.result.usage.requests == 2
+
+
+def test_sampling_stop_and_extra_body_reach_the_server(
+    server: FakeOpenAIServer, make_prompter: Make
+) -> None:
+    ep = make_prompter(temperature=0.3, seed=4, repeat_penalty=1.2, identity_stop=("\n\n",))
+    ep.answer(INSTRUCTION)
+    identity, answer = (req.json for req in server.chat_requests)
+    assert identity["stop"] == ["\n\n"]
+    assert "stop" not in answer
+    for body in (identity, answer):
+        assert body["temperature"] == 0.3
+        assert body["seed"] == 4
+        assert body["repeat_penalty"] == 1.2  # extra_body is merged into the JSON body
+
+
+def test_retries_use_the_next_seed(server: FakeOpenAIServer, make_prompter: Make) -> None:
+    ep = make_prompter(seed=9)
+    server.script(Reply(status=500), Reply(status=503), Reply(content=IDENTITY))
+    ep.identify(INSTRUCTION)
+    assert [req.json["seed"] for req in server.chat_requests] == [9, 10, 11]
+
+
+def test_chat_layout_over_http(server: FakeOpenAIServer, make_prompter: Make) -> None:
+    ep = make_prompter(identity_layout="chat", k_exemplars=2)
+    ident = ep.identify(INSTRUCTION)
+    sent = server.chat_requests[0].json["messages"]
+    assert [m["role"] for m in sent] == ["system", "user", "assistant", "user", "assistant", "user"]
+    assert sent == ep.identity_messages(INSTRUCTION)
+    assert ident.exemplars == [
+        sent[1]["content"].removeprefix("[Instruction]: "),
+        sent[3]["content"].removeprefix("[Instruction]: "),
+    ]
+    assert ident.usage.prompt_tokens == count_tokens(sent, model="gpt-4o-mini")
