@@ -212,6 +212,10 @@ class LocalModel:
         return len(self.llama.tokenize(text.encode("utf-8"), add_bos=False, special=False))
 
     def _arguments(self, request: ChatRequest, tokens: list[int], stream: bool) -> dict[str, Any]:
+        # llama.cpp reuses the KV cache of the previous prompt's common prefix; evaluating the
+        # prompt in other batch shapes changes the logits in the last bits, and so the sample.
+        # Evaluating every prompt afresh makes a seeded request reproducible.
+        self.llama.reset()
         sampling = dict(request.sampling)
         stop = sampling.pop("stop", None)
         return {

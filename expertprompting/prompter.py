@@ -2,8 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
-from collections.abc import AsyncGenerator, AsyncIterator, Generator, Iterator, Sequence
+import weakref
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Generator,
+    Iterator,
+    Sequence,
+)
 from typing import Any
 
 import openai
@@ -30,7 +40,7 @@ from .retry import RetrySpec
 from .sync_driver import SyncDriver
 from .templating import TemplateSource, load_template
 from .tokens import TiktokenCounter, TokenCounter
-from .transport import AsyncOpenAITransport, OpenAITransport, Transport
+from .transport import AsyncOpenAITransport, AsyncTransport, OpenAITransport, Transport
 
 __all__ = ["AnswerStream", "AsyncAnswerStream", "ExpertPrompter"]
 
@@ -191,7 +201,9 @@ class ExpertPrompter:
             )
         self.ledger = BudgetLedger(self.config.budget, self._price)
         self._sync: SyncDriver | None = None
-        self._async: AsyncDriver | None = None
+        self._async_drivers: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, AsyncDriver
+        ] = weakref.WeakKeyDictionary()
 
     # -- configuration ------------------------------------------------------------------------
     def _price(self, model: str) -> ModelPrice | None:
@@ -230,26 +242,34 @@ class ExpertPrompter:
             self._sync = SyncDriver(transport, self.ledger, self._retry, self.counter)
         return self._sync
 
-    def _async_driver(self) -> AsyncDriver:
-        if self._async is None and self._local is not None:
-            self._async = AsyncDriver(
-                AsyncLocalTransport(self._local), self.ledger, self._retry, self.counter
+    def _async_transport(self) -> tuple[AsyncTransport, Callable[[], Awaitable[None]] | None]:
+        """A transport for the running event loop, and how to close it (None: not ours)."""
+        if self._local is not None:
+            return AsyncLocalTransport(self._local), None
+        if self._async_client is not None:
+            return AsyncOpenAITransport(self._async_client, self.config.timeout), None
+        if self._client is not None:
+            c = self._client
+            client = openai.AsyncOpenAI(
+                api_key=c.api_key,
+                base_url=c.base_url,
+                organization=c.organization,
+                project=c.project,
             )
-        if self._async is None:
-            client = self._async_client
-            if client is None and self._client is not None:
-                c = self._client
-                client = openai.AsyncOpenAI(
-                    api_key=c.api_key,
-                    base_url=c.base_url,
-                    organization=c.organization,
-                    project=c.project,
-                )
-            if client is None:
-                client = openai.AsyncOpenAI(**self._openai_kwargs())
-            transport = AsyncOpenAITransport(client, self.config.timeout)
-            self._async = AsyncDriver(transport, self.ledger, self._retry, self.counter)
-        return self._async
+        else:
+            client = openai.AsyncOpenAI(**self._openai_kwargs())
+        return AsyncOpenAITransport(client, self.config.timeout), client.close
+
+    def _async_driver(self) -> AsyncDriver:
+        # An async HTTP client belongs to the event loop it first ran in: one driver per loop,
+        # so a prompter works across asyncio.run() calls and in notebooks alike.
+        loop = asyncio.get_running_loop()
+        driver = self._async_drivers.get(loop)
+        if driver is None:
+            transport, _ = self._async_transport()
+            driver = AsyncDriver(transport, self.ledger, self._retry, self.counter)
+            self._async_drivers[loop] = driver
+        return driver
 
     def _strategy(self, strategy: Strategy | None) -> Strategy:
         chosen = strategy or self.config.strategy
@@ -340,7 +360,12 @@ class ExpertPrompter:
         flow = answer_flow(
             self.planner, instruction, input, identity, self._strategy(strategy), stream=True
         )
-        return AsyncAnswerStream(self._async_driver().run_streaming(flow))
+
+        async def chunks() -> AsyncGenerator[str | ExpertAnswer, None]:
+            async for item in self._async_driver().run_streaming(flow):
+                yield item
+
+        return AsyncAnswerStream(chunks())
 
     def __repr__(self) -> str:
         c = self.config

@@ -56,6 +56,9 @@ class RequestRecord(BaseModel):
     usage: Usage = Field(description="Usage summed over all attempts, failed ones included.")
     finish_reason: str | None = None
     seconds: float = Field(description="Wall time from the first attempt to the final reply.")
+    cached: bool = Field(
+        default=False, description="Served from the identity cache: no request, zero usage."
+    )
 
 
 class ExpertIdentity(BaseModel):
@@ -72,6 +75,9 @@ class ExpertIdentity(BaseModel):
     )
     usage: Usage = Field(default_factory=Usage)
     requests: list[RequestRecord] = Field(default_factory=list)
+    cached: bool = Field(
+        default=False, description="Served from the identity cache: no request, zero usage."
+    )
 
     def __str__(self) -> str:
         return self.description
@@ -100,6 +106,10 @@ class ExpertAnswer(BaseModel):
     usage: Usage = Field(default_factory=Usage)
     requests: list[RequestRecord] = Field(default_factory=list)
     seconds: float = 0.0
+    identity_cached: bool = Field(
+        default=False, description="The identity came from the cache (it spent no tokens)."
+    )
+    id: str | None = Field(default=None, description="The item's id, in results of answer_many().")
 
     def _repr_markdown_(self) -> str:
         def quote(text: str) -> str:
