@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
+import random
 import re
 import socket
 import threading
@@ -254,14 +255,18 @@ class FakeOpenAIServer:
     ``script(*replies)`` queues replies for the next chat-completions requests (first in, first
     out); with the queue empty, ``responder(request)`` decides (by default an echo of the last user
     message, cut to ``max_tokens`` like a real model). Every request is recorded in ``requests``.
-    ``latency`` seconds are added before every response. Use it as a context manager, or call
-    ``start()`` and ``stop()``.
+    ``latency`` seconds are added before every response; ``record=False`` keeps no requests
+    (for long benchmark runs). Use it as a context manager, or call ``start()`` and ``stop()``.
+    ``python -m expertprompting.testing`` serves one from the command line.
     """
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, latency: float = 0.0) -> None:
+    def __init__(
+        self, host: str = "127.0.0.1", port: int = 0, latency: float = 0.0, record: bool = True
+    ) -> None:
         self.host = host
         self.port = port
         self.latency = latency
+        self.record = record
         self.responder: Callable[[RecordedRequest], Reply] = self.default_responder
         self._lock = threading.Lock()
         self._queue: deque[Reply] = deque()
@@ -390,6 +395,8 @@ class FakeOpenAIServer:
         return reply if reply is not None else self.responder(req)
 
     def _record(self, req: RecordedRequest) -> None:
+        if not self.record:  # long benchmark runs: keep memory flat
+            return
         with self._lock:
             self._requests.append(req)
 
@@ -403,3 +410,59 @@ class FakeOpenAIServer:
                 self._connections.add(conn)
             else:
                 self._connections.discard(conn)
+
+
+def faulty_responder(
+    base: Callable[[RecordedRequest], Reply], rate: float, seed: int | None = None
+) -> Callable[[RecordedRequest], Reply]:
+    """A responder that fails a fraction ``rate`` of requests: 429 (with Retry-After), 500,
+    503 or a dropped connection, in equal parts; the rest go to ``base``.
+
+    >>> server.responder = faulty_responder(server.default_responder, 0.1, seed=1)  # doctest: +SKIP
+    """
+    rng = random.Random(seed)
+    lock = threading.Lock()
+    faults = [
+        Reply(status=429, headers={"retry-after": "0.05"}),
+        Reply(status=500),
+        Reply(status=503),
+        Reply(fault="drop"),
+    ]
+
+    def respond(req: RecordedRequest) -> Reply:
+        with lock:
+            roll, pick = rng.random(), rng.randrange(len(faults))
+        if roll < rate:
+            return faults[pick]
+        return base(req)
+
+    return respond
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Serve a FakeOpenAIServer until interrupted: ``python -m expertprompting.testing``."""
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="python -m expertprompting.testing",
+        description="An OpenAI-compatible test server on loopback (echo replies).",
+    )
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--latency", type=float, default=0.0, help="seconds per response")
+    parser.add_argument("--faults", type=float, default=0.0, help="fraction of failed replies")
+    parser.add_argument("--seed", type=int, default=None)
+    args = parser.parse_args(argv)
+    if args.host not in ("127.0.0.1", "::1", "localhost"):
+        parser.error("the test server only serves loopback addresses")
+    server = FakeOpenAIServer(args.host, args.port, args.latency, record=False)
+    if args.faults:
+        server.responder = faulty_responder(server.default_responder, args.faults, args.seed)
+    with server:
+        print(server.base_url, flush=True)
+        with contextlib.suppress(KeyboardInterrupt):
+            threading.Event().wait()
+
+
+if __name__ == "__main__":
+    main()
