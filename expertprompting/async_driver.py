@@ -11,9 +11,12 @@ from typing import Any, TypeVar
 
 from .attempts import AttemptTracker
 from .budget import BudgetLedger
+from .cache import IdentityCache
 from .core import ChatRequest, Exchange, StreamAssembler, parse_completion
 from .errors import ResponseError
+from .ratelimit import RateLimiter
 from .retry import RetrySpec, async_retrying
+from .reuse import remember_identity, reuse_identity
 from .tokens import TokenCounter
 from .transport import AsyncTransport
 
@@ -39,25 +42,42 @@ class AsyncDriver:
         ledger: BudgetLedger,
         retry: RetrySpec,
         counter: TokenCounter,
+        *,
+        limiter: RateLimiter | None = None,
+        cache: IdentityCache | None = None,
     ) -> None:
         self.transport = transport
         self.ledger = ledger
         self.retry = retry
         self.counter = counter
+        self.limiter = limiter
+        self.cache = cache
+
+    async def fetch(self, request: ChatRequest) -> Exchange:
+        """The reply to ``request``: from the identity cache when it has one, else sent."""
+        exchange = reuse_identity(self.cache, request)
+        if exchange is None:
+            exchange = await self.execute(request)
+            remember_identity(self.cache, request, exchange)
+        return exchange
 
     async def execute(self, request: ChatRequest) -> Exchange:
         """Send one request, retrying as the policy says; its final reply and record."""
-        tracker = AttemptTracker(self.ledger, request)
+        tracker = AttemptTracker(self.ledger, request, self.limiter)
         try:
             async for attempt in async_retrying(self.retry):
                 with attempt:
-                    sent = tracker.begin()
+                    sent = tracker.begin(
+                        await self.limiter.acquire(tracker.worst_case_tokens)
+                        if self.limiter
+                        else None
+                    )
                     try:
                         completion = parse_completion(
                             await self.transport.complete(sent), request, self.counter
                         )
-                    except Exception:
-                        tracker.failed()
+                    except Exception as exc:
+                        tracker.failed(exc)
                         raise
                     tracker.replied(completion)
         except Exception as exc:
@@ -70,21 +90,25 @@ class AsyncDriver:
         Attempts are retried until the first text arrives; a stream that breaks off later
         raises :class:`ResponseError` (text already shown cannot be taken back).
         """
-        tracker = AttemptTracker(self.ledger, request)
+        tracker = AttemptTracker(self.ledger, request, self.limiter)
         assembler = StreamAssembler(request)
         stream: Any = None
         first = ""
         try:
             async for attempt in async_retrying(self.retry):
                 with attempt:
-                    sent = tracker.begin()
+                    sent = tracker.begin(
+                        await self.limiter.acquire(tracker.worst_case_tokens)
+                        if self.limiter
+                        else None
+                    )
                     assembler = StreamAssembler(request)
                     try:
                         stream = await self.transport.open_stream(sent)
                         chunks = aiter(stream)
                         first = await _first_text(chunks, assembler)
-                    except Exception:
-                        tracker.failed()
+                    except Exception as exc:
+                        tracker.failed(exc)
                         raise
                     if not first:
                         tracker.replied(assembler.completion(self.counter))
@@ -117,8 +141,9 @@ class AsyncDriver:
         """Drive a flow to its result."""
         request = next(flow)
         while True:
+            exchange = await self.fetch(request)
             try:
-                request = flow.send(await self.execute(request))
+                request = flow.send(exchange)
             except StopIteration as stop:
                 result: T = stop.value
                 return result
@@ -138,7 +163,7 @@ class AsyncDriver:
                         yield item
                 assert exchange is not None
             else:
-                exchange = await self.execute(request)
+                exchange = await self.fetch(request)
             try:
                 request = flow.send(exchange)
             except StopIteration as stop:

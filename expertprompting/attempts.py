@@ -13,8 +13,9 @@ from typing import NoReturn
 from .budget import BudgetLedger, Reservation
 from .core import ChatRequest, Completion, Exchange, check_completion
 from .errors import RetryError
+from .ratelimit import Permit, RateLimiter
 from .results import RequestRecord, Usage
-from .retry import final_error
+from .retry import final_error, rate_limit_pause
 
 __all__ = ["AttemptTracker"]
 
@@ -22,22 +23,37 @@ __all__ = ["AttemptTracker"]
 class AttemptTracker:
     """Counts attempts and usage of one request; no I/O of its own."""
 
-    def __init__(self, ledger: BudgetLedger, request: ChatRequest) -> None:
+    def __init__(
+        self, ledger: BudgetLedger, request: ChatRequest, limiter: RateLimiter | None = None
+    ) -> None:
         self.ledger = ledger
         self.request = request
+        self.limiter = limiter
+        self._permit: Permit | None = None
         self.attempts = 0
         self.usage = Usage()
         self.completion: Completion | None = None
         self._reservation: Reservation | None = None
         self._started = time.monotonic()
 
-    def begin(self) -> ChatRequest:
+    @property
+    def worst_case_tokens(self) -> int:
+        """What the rate limiter reserves for an attempt: the prompt plus ``max_tokens``."""
+        return self.request.prompt_tokens + self.request.max_tokens
+
+    def begin(self, permit: Permit | None = None) -> ChatRequest:
         """Before sending: count the attempt and reserve it (BudgetExceededError refuses it).
 
-        Returns the request to send on this attempt (see :meth:`ChatRequest.for_attempt`).
+        ``permit`` is the rate limiter's, already acquired by the driver. Returns the request
+        to send on this attempt (see :meth:`ChatRequest.for_attempt`).
         """
         r = self.request
-        self._reservation = self.ledger.reserve(r.model, r.prompt_tokens, r.max_tokens)
+        self._permit = permit
+        try:
+            self._reservation = self.ledger.reserve(r.model, r.prompt_tokens, r.max_tokens)
+        except BaseException:
+            self._settle_permit(0)
+            raise
         self.attempts += 1
         return r.for_attempt(self.attempts)
 
@@ -47,14 +63,28 @@ class AttemptTracker:
         self._reservation = None
         self.usage = self.usage + spent
 
-    def failed(self) -> None:
-        """The attempt got no reply: it still counts as a request, with no tokens."""
+    def _settle_permit(self, used_tokens: int) -> None:
+        if self.limiter is not None and self._permit is not None:
+            self.limiter.settle(self._permit, used_tokens)
+        self._permit = None
+
+    def failed(self, exc: BaseException | None = None) -> None:
+        """The attempt got no reply: it still counts as a request, with no tokens.
+
+        A 429 slows every worker sharing the rate limiter, not just this one.
+        """
         if self._reservation is not None:
             self._settle(0, 0)
+        self._settle_permit(0)
+        if self.limiter is not None and exc is not None:
+            wait = rate_limit_pause(exc)
+            if wait is not None:
+                self.limiter.pause(wait)
 
     def replied(self, completion: Completion) -> None:
         """The attempt got a reply: settle its real usage, then check it (may raise to retry)."""
         self._settle(completion.prompt_tokens, completion.completion_tokens)
+        self._settle_permit(completion.prompt_tokens + completion.completion_tokens)
         check_completion(self.request, completion)
         self.completion = completion
 

@@ -384,6 +384,7 @@ def identify_flow(
         exemplars=shown,
         usage=exchange.record.usage,
         requests=[exchange.record],
+        cached=exchange.record.cached,
     )
 
 
@@ -399,12 +400,14 @@ def answer_flow(
     instruction, input = fold_input(instruction, input)
     records: list[RequestRecord] = []
     text: str | None = None
+    cached = False
     if strategy == "expert":
         if identity is None:
             planner.preflight(instruction, input)
             found = yield from identify_flow(planner, instruction, input)
             records += found.requests
             text = found.description
+            cached = found.cached
         else:
             text = identity.description if isinstance(identity, ExpertIdentity) else identity
             if not text.strip():
@@ -430,6 +433,7 @@ def answer_flow(
         usage=_usage(records),
         requests=records,
         seconds=sum(r.seconds for r in records),
+        identity_cached=cached,
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import weakref
 from collections.abc import (
@@ -11,8 +12,10 @@ from collections.abc import (
     Awaitable,
     Callable,
     Generator,
+    Iterable,
     Iterator,
     Sequence,
+    Sized,
 )
 from typing import Any
 
@@ -22,10 +25,15 @@ from tenacity import BaseRetrying
 
 from .async_driver import AsyncDriver
 from .budget import BudgetLedger
+from .cache import CacheSpec, IdentityCache, resolve_cache
 from .config import ModelPrice, PrompterConfig, RetryPolicy, RunBudget
 from .core import ChatMessage, Planner, answer_flow, fold_input, identify_flow
+from .dataset import DatasetItem, FailedItem, coerce_item
 from .errors import ConfigurationError, ExpertPromptingError
 from .exemplars import Exemplar, default_exemplars, load_exemplars
+from .generate import GenerateSummary
+from .generate import agenerate as agenerate_file
+from .generate import generate as generate_file
 from .local import (
     LOCAL_DEFAULTS,
     AsyncLocalTransport,
@@ -35,8 +43,11 @@ from .local import (
     is_local_model,
 )
 from .model_table import lookup_model
+from .progress import Progress
+from .ratelimit import RateLimiter
 from .results import ExpertAnswer, ExpertIdentity, Strategy, Usage
 from .retry import RetrySpec
+from .runner import ItemResult, RunStats, TooManyErrorsError, check_concurrency, run_items, run_sync
 from .sync_driver import SyncDriver
 from .templating import TemplateSource, load_template
 from .tokens import TiktokenCounter, TokenCounter
@@ -143,6 +154,7 @@ class ExpertPrompter:
         vanilla_template: TemplateSource | None = None,
         retry: RetrySpec | None = None,
         token_counter: TokenCounter | None = None,
+        cache: CacheSpec = True,
         **settings: Any,
     ) -> None:
         budget = {k: settings.pop(k) for k in _BUDGET_KEYS if k in settings}
@@ -200,10 +212,11 @@ class ExpertPrompter:
                 f"prices={{{model!r}: ModelPrice(input=..., output=...)}} (USD per 1M tokens)."
             )
         self.ledger = BudgetLedger(self.config.budget, self._price)
+        self.cache: IdentityCache | None = resolve_cache(cache)
         self._sync: SyncDriver | None = None
-        self._async_drivers: weakref.WeakKeyDictionary[
-            asyncio.AbstractEventLoop, AsyncDriver
-        ] = weakref.WeakKeyDictionary()
+        self._async_drivers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncDriver] = (
+            weakref.WeakKeyDictionary()
+        )
 
     # -- configuration ------------------------------------------------------------------------
     def _price(self, model: str) -> ModelPrice | None:
@@ -239,7 +252,9 @@ class ExpertPrompter:
             else:
                 client = self._client or openai.OpenAI(**self._openai_kwargs())
                 transport = OpenAITransport(client, self.config.timeout)
-            self._sync = SyncDriver(transport, self.ledger, self._retry, self.counter)
+            self._sync = SyncDriver(
+                transport, self.ledger, self._retry, self.counter, cache=self.cache
+            )
         return self._sync
 
     def _async_transport(self) -> tuple[AsyncTransport, Callable[[], Awaitable[None]] | None]:
@@ -267,9 +282,26 @@ class ExpertPrompter:
         driver = self._async_drivers.get(loop)
         if driver is None:
             transport, _ = self._async_transport()
-            driver = AsyncDriver(transport, self.ledger, self._retry, self.counter)
+            driver = AsyncDriver(
+                transport, self.ledger, self._retry, self.counter, cache=self.cache
+            )
             self._async_drivers[loop] = driver
         return driver
+
+    @contextlib.asynccontextmanager
+    async def _run_driver(
+        self, *, rpm: float | None = None, tpm: float | None = None
+    ) -> AsyncIterator[AsyncDriver]:
+        """A driver for one run over many items: its own client and rate limiter."""
+        limiter = RateLimiter(rpm=rpm, tpm=tpm)  # without limits it still spreads 429 pauses
+        transport, close = self._async_transport()
+        try:
+            yield AsyncDriver(
+                transport, self.ledger, self._retry, self.counter, limiter=limiter, cache=self.cache
+            )
+        finally:
+            if close is not None:
+                await close()
 
     def _strategy(self, strategy: Strategy | None) -> Strategy:
         chosen = strategy or self.config.strategy
@@ -367,9 +399,133 @@ class ExpertPrompter:
 
         return AsyncAnswerStream(chunks())
 
+    # -- many items --------------------------------------------------------------------------------
+    async def aanswer_many(
+        self,
+        items: Iterable[Any],
+        *,
+        concurrency: int = 16,
+        strategy: Strategy | None = None,
+        rpm: float | None = None,
+        tpm: float | None = None,
+        max_errors: int | None = None,
+        progress: bool = True,
+    ) -> list[ItemResult]:
+        """Async twin of :meth:`answer_many`."""
+        chosen = self._strategy(strategy)
+        check_concurrency(concurrency)
+        results: dict[int, ItemResult] = {}
+        total = len(items) if isinstance(items, Sized) else None
+        stats = RunStats()
+
+        def pairs() -> Iterator[tuple[int, DatasetItem]]:
+            for index, raw in enumerate(items):
+                try:
+                    yield index, coerce_item(raw)
+                except ValueError as exc:
+                    results[index] = _bad_item(index, raw, exc)
+                    stats.failed += 1
+
+        def keep(index: int, item: DatasetItem, result: ItemResult) -> None:
+            results[index] = result
+
+        bar = Progress(total, enabled=progress)
+        try:
+            async with self._run_driver(rpm=rpm, tpm=tpm) as driver:
+                await run_items(
+                    driver,
+                    self.planner,
+                    pairs(),
+                    strategy=chosen,
+                    concurrency=concurrency,
+                    on_result=keep,
+                    max_errors=max_errors,
+                    progress=bar,
+                    stats=stats,
+                )
+        except TooManyErrorsError as exc:
+            size = max(results, default=-1) + 1
+            exc.results = [results.get(i) for i in range(size)]
+            raise
+        finally:
+            bar.close()
+        return [results[i] for i in range(len(results))]
+
+    def answer_many(
+        self,
+        items: Iterable[Any],
+        *,
+        concurrency: int = 16,
+        strategy: Strategy | None = None,
+        rpm: float | None = None,
+        tpm: float | None = None,
+        max_errors: int | None = None,
+        progress: bool = True,
+    ) -> list[ItemResult]:
+        """Answer many items at once; results in input order, failures in place.
+
+        ``items`` are strings, mappings with ``instruction`` (and optional ``input`` and
+        ``id``), or pydantic models with those fields. Each result is an
+        :class:`ExpertAnswer` (with ``.id``) or a :class:`~expertprompting.dataset.FailedItem`
+        saying why; one item's failure never loses the others, unless more than
+        ``max_errors`` fail (then :class:`~expertprompting.runner.TooManyErrorsError`, whose
+        ``.results`` holds what finished). ``concurrency`` bounds the requests in flight;
+        ``rpm``/``tpm`` cap the request and token rates of the whole run, and a 429 pauses
+        every worker. Works in notebooks too (it runs its own event loop when one is already
+        running).
+        """
+        return run_sync(
+            self.aanswer_many(
+                items,
+                concurrency=concurrency,
+                strategy=strategy,
+                rpm=rpm,
+                tpm=tpm,
+                max_errors=max_errors,
+                progress=progress,
+            )
+        )
+
+    def generate(
+        self,
+        input_path: str | os.PathLike[str],
+        output_path: str | os.PathLike[str],
+        **options: Any,
+    ) -> GenerateSummary:
+        """Answer every item of a JSONL/JSON file into a JSONL file, resumably.
+
+        See :func:`expertprompting.generate.generate` for the options (``concurrency``,
+        ``rpm``, ``tpm``, ``limit``, ``errors_path``, ``max_errors``, ``progress``...).
+        """
+        return generate_file(self, input_path, output_path, **options)
+
+    async def agenerate(
+        self,
+        input_path: str | os.PathLike[str],
+        output_path: str | os.PathLike[str],
+        **options: Any,
+    ) -> GenerateSummary:
+        """Async twin of :meth:`generate`."""
+        return await agenerate_file(self, input_path, output_path, **options)
+
     def __repr__(self) -> str:
         c = self.config
         return f"ExpertPrompter(model={c.model!r}, strategy={c.strategy!r})"
+
+
+def _bad_item(index: int, raw: Any, exc: ValueError) -> FailedItem:
+    instruction = (
+        raw
+        if isinstance(raw, str)
+        else str(getattr(raw, "get", lambda _k: "")("instruction") or "")
+    )
+    return FailedItem(
+        index=index,
+        id=f"#{index}",
+        instruction=instruction,
+        error_type="InvalidItem",
+        error=f"item {index}: {exc}",
+    )
 
 
 def _exemplar_pool(exemplars: Sequence[Exemplar] | str | os.PathLike[str] | None) -> list[Exemplar]:

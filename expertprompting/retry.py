@@ -31,6 +31,7 @@ __all__ = [
     "async_retrying",
     "final_error",
     "is_retryable",
+    "rate_limit_pause",
     "retry_after_seconds",
     "sync_retrying",
 ]
@@ -124,6 +125,19 @@ def sync_retrying(spec: RetrySpec) -> Retrying:
 def async_retrying(spec: RetrySpec) -> AsyncRetrying:
     """A fresh tenacity controller for one logical request of the async driver."""
     return AsyncRetrying(**_retrying_kwargs(spec))
+
+
+DEFAULT_429_PAUSE = 1.0
+"""Seconds every worker waits after a 429 that did not say how long (capped server waits)."""
+
+
+def rate_limit_pause(exc: BaseException, cap: float = 60.0) -> float | None:
+    """How long a whole run should pause after ``exc``: None unless it is a 429."""
+    if _status(exc) != 429:
+        return None
+    assert isinstance(exc, openai.APIStatusError)
+    asked = retry_after_seconds(exc.response.headers)
+    return min(asked, cap) if asked is not None else DEFAULT_429_PAUSE
 
 
 _ALWAYS_RETRIED = frozenset({408, 409})

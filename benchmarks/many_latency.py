@@ -1,0 +1,39 @@
+"""Latency-bound throughput of ``answer_many``: does the pipeline keep the endpoint busy?
+
+N instructions, a server that takes ``--latency`` seconds per request, ``--concurrency``
+workers. With two requests per instruction the ideal wall time is 2*N*latency/concurrency;
+prints ideal/actual (target >= 0.95).
+
+    python benchmarks/many_latency.py [--n 320] [--latency 0.25] [--concurrency 32]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from _server import instructions, loopback_server
+
+from expertprompting import ExpertAnswer, ExpertPrompter
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=320)
+    parser.add_argument("--latency", type=float, default=0.25)
+    parser.add_argument("--concurrency", type=int, default=32)
+    args = parser.parse_args()
+    with loopback_server(latency=args.latency) as base_url:
+        ep = ExpertPrompter(model="gpt-4o-mini", base_url=base_url, api_key="x", cache=False)
+        ep.answer("warm up the connection pool")
+        started = time.perf_counter()
+        results = ep.answer_many(instructions(args.n), concurrency=args.concurrency, progress=False)
+        actual = time.perf_counter() - started
+    ok = sum(isinstance(r, ExpertAnswer) for r in results)
+    ideal = 2 * args.n * args.latency / args.concurrency
+    print(f"items {args.n} (ok {ok}), latency {args.latency} s, concurrency {args.concurrency}")
+    print(f"ideal {ideal:.2f} s, actual {actual:.2f} s, ideal/actual {ideal / actual:.3f}")
+
+
+if __name__ == "__main__":
+    main()
