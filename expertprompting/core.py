@@ -72,6 +72,12 @@ class ChatRequest:
             kwargs["extra_body"] = dict(self.extra)
         return kwargs
 
+    def body(self) -> dict[str, Any]:
+        """The JSON body of the request as sent (``extra`` merged in, as the SDK does)."""
+        body = self.kwargs()
+        body.update(body.pop("extra_body", {}))
+        return body
+
     def for_attempt(self, attempt: int) -> ChatRequest:
         """The request to send on attempt ``attempt`` (1-based).
 

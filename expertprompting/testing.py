@@ -104,6 +104,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     protocol_version = "HTTP/1.1"
     server_version = "FakeOpenAI/1.0"
+    # Headers and body go out in separate writes; without TCP_NODELAY, Nagle and delayed ACKs
+    # hold the body back ~40 ms per reply.
+    disable_nagle_algorithm = True
 
     @property
     def fake(self) -> FakeOpenAIServer:
@@ -239,6 +242,7 @@ class _Handler(BaseHTTPRequestHandler):
 class _HTTPServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    request_queue_size = 1024  # many concurrent clients connect at once; 5 would drop them
     fake: FakeOpenAIServer
 
     def handle_error(self, request: Any, client_address: Any) -> None:

@@ -124,22 +124,41 @@ def _offline_load_tiktoken_bpe(location: str, expected_hash: str | None = None) 
     return _parse_bpe(bundled)
 
 
-@functools.cache
 def get_encoding(name: str) -> tiktoken.Encoding:
-    """The tiktoken encoding ``name``, built from local data (no download ever)."""
+    """The tiktoken encoding ``name``, built from local data (no download ever).
+
+    Built once per process: threads asking at the same time wait for the first to finish
+    (building one takes about a second) instead of each building their own.
+    """
+    found = _ENCODINGS.get(name)
+    if found is not None:
+        return found
     constructors: Mapping[str, Callable[[], dict[str, Any]]] = openai_public.ENCODING_CONSTRUCTORS
     if name not in constructors:
         raise ConfigurationError(
             f"Unknown token encoding {name!r}; use one of {', '.join(sorted(constructors))}."
         )
     with _load_lock:
+        found = _ENCODINGS.get(name)
+        if found is not None:
+            return found
         original = openai_public.load_tiktoken_bpe
         openai_public.load_tiktoken_bpe = _offline_load_tiktoken_bpe
         try:
             params = constructors[name]()
         finally:
             openai_public.load_tiktoken_bpe = original
-    return tiktoken.Encoding(**params)
+        encoding = _ENCODINGS[name] = tiktoken.Encoding(**params)
+    return encoding
+
+
+_ENCODINGS: dict[str, tiktoken.Encoding] = {}
+
+
+def forget_encodings() -> None:
+    """Drop the encodings built so far (the next use rebuilds them; for tests)."""
+    with _load_lock:
+        _ENCODINGS.clear()
 
 
 @functools.lru_cache(maxsize=256)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import threading
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,10 +20,10 @@ from expertprompting.errors import ConfigurationError
 def fresh_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """An empty TIKTOKEN_CACHE_DIR and no memoised encodings."""
     monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path))
-    tk.get_encoding.cache_clear()
+    tk.forget_encodings()
     tk._counter.cache_clear()
     yield tmp_path
-    tk.get_encoding.cache_clear()
+    tk.forget_encodings()
     tk._counter.cache_clear()
 
 
@@ -69,7 +70,7 @@ def test_corrupt_cache_file_is_replaced_by_bundled_copy(fresh_cache: Path) -> No
     tk.get_encoding("o200k_base")
     (cached,) = [p for p in fresh_cache.iterdir()]
     cached.write_bytes(b"garbage")
-    tk.get_encoding.cache_clear()
+    tk.forget_encodings()
     enc = tk.get_encoding("o200k_base")
     assert enc.encode("hello world") == [24912, 2375]
     assert cached.read_bytes() != b"garbage"
@@ -77,11 +78,11 @@ def test_corrupt_cache_file_is_replaced_by_bundled_copy(fresh_cache: Path) -> No
 
 def test_disabled_cache_still_works(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TIKTOKEN_CACHE_DIR", "")
-    tk.get_encoding.cache_clear()
+    tk.forget_encodings()
     try:
         assert tk.get_encoding("o200k_base").encode("hello world") == [24912, 2375]
     finally:
-        tk.get_encoding.cache_clear()
+        tk.forget_encodings()
 
 
 def test_unknown_model_falls_back_to_o200k_with_warning() -> None:
@@ -108,3 +109,26 @@ def test_counter_protocol() -> None:
     counter = tk.TiktokenCounter("gpt-4o-mini")
     assert isinstance(counter, tk.TokenCounter)
     assert counter.count_text("hello world") == 2
+
+
+def test_threads_build_an_encoding_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    tk.forget_encodings()
+    built: list[str] = []
+    real = tk.openai_public.ENCODING_CONSTRUCTORS["o200k_base"]
+
+    def counting() -> dict[str, object]:
+        built.append("o200k_base")
+        return real()
+
+    monkeypatch.setitem(tk.openai_public.ENCODING_CONSTRUCTORS, "o200k_base", counting)
+    found: list[tiktoken.Encoding] = []
+    threads = [
+        threading.Thread(target=lambda: found.append(tk.get_encoding("o200k_base")))
+        for _ in range(8)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert built == ["o200k_base"]
+    assert all(e is found[0] for e in found)
