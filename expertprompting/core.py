@@ -38,6 +38,7 @@ __all__ = [
 
 DEFAULT_CONTEXT_WINDOW = 8192
 MIN_ANSWER_TOKENS = 16
+_SEAM_SLACK = 2  # tokens allowed per exemplar for merges where its text meets its neighbours
 
 
 class ChatMessage(TypedDict):
@@ -209,6 +210,7 @@ class Planner:
 
     def __post_init__(self) -> None:
         self.index = ExemplarIndex(self.exemplars)
+        self._exemplar_cost: dict[Exemplar, int] = {}
         info = lookup_model(self.config.model)
         self.max_output_tokens = info.max_output_tokens if info else None
         self.max_tokens_param = (
@@ -280,6 +282,16 @@ class Planner:
             text = self.templates[strategy].render(instruction=instruction, input=input)
         return self._user(text)
 
+    def _exemplar_tokens(self, exemplar: Exemplar) -> int:
+        """What showing ``exemplar`` adds to an identity prompt, in tokens (measured once)."""
+        found = self._exemplar_cost.get(exemplar)
+        if found is None:
+            probe = "Describe the expert."
+            alone = self.counter.count_messages(self._identity_messages(probe, None, []))
+            shown = self.counter.count_messages(self._identity_messages(probe, None, [exemplar]))
+            found = self._exemplar_cost[exemplar] = shown - alone
+        return found
+
     # -- planning -----------------------------------------------------------------------------
     def identity_request(
         self, instruction: str, input: str | None
@@ -300,16 +312,26 @@ class Planner:
                 needed=bare,
                 available=budget,
             )
+        ranked = self.index.ranked(f"{instruction}\n{input or ''}")
+
+        def exact(exs: Sequence[Exemplar]) -> int:
+            return self.counter.count_messages(self._identity_messages(instruction, input, exs))
+
+        # Choose with a cheap upper bound (each exemplar's own size, measured once, plus slack
+        # for token merges at the seams), then count the chosen prompt exactly. Should the exact
+        # count ever pass the budget, choose again counting every trial exactly.
         chosen = select_exemplars(
-            self.index.ranked(f"{instruction}\n{input or ''}"),
+            ranked,
             c.k_exemplars,
-            lambda exs: self.counter.count_messages(
-                self._identity_messages(instruction, input, exs)
-            ),
+            lambda exs: bare + sum(self._exemplar_tokens(e) + _SEAM_SLACK for e in exs),
             budget,
         )
         messages = self._identity_messages(instruction, input, chosen)
         prompt = self.counter.count_messages(messages)
+        if prompt > budget:
+            chosen = select_exemplars(ranked, c.k_exemplars, exact, budget)
+            messages = self._identity_messages(instruction, input, chosen)
+            prompt = self.counter.count_messages(messages)
         max_tokens = plan_room(self, prompt, c.identity_max_tokens, "identity")
         request = ChatRequest(
             "identity",

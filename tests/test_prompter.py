@@ -484,3 +484,15 @@ def test_chat_layout_over_http(server: FakeOpenAIServer, make_prompter: Make) ->
         sent[3]["content"].removeprefix("[Instruction]: "),
     ]
     assert ident.usage.prompt_tokens == count_tokens(sent, model="gpt-4o-mini")
+
+
+def test_exemplar_choice_stays_within_budget_when_the_estimate_is_wrong(
+    server: FakeOpenAIServer, make_prompter: Make, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from expertprompting import core
+
+    monkeypatch.setattr(core, "_SEAM_SLACK", -150)  # a badly optimistic estimate
+    ep = make_prompter(identity_prompt_budget=500)
+    messages = ep.identity_messages(INSTRUCTION)
+    assert count_tokens(messages, model="gpt-4o-mini") <= 500
+    assert messages[0]["content"].count("[Agent Description]:") >= 2  # at least one exemplar

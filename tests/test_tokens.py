@@ -7,9 +7,11 @@ import threading
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import tiktoken
+from tiktoken_ext import openai_public
 
 from expertprompting import count_tokens
 from expertprompting import tokens as tk
@@ -114,13 +116,15 @@ def test_counter_protocol() -> None:
 def test_threads_build_an_encoding_once(monkeypatch: pytest.MonkeyPatch) -> None:
     tk.forget_encodings()
     built: list[str] = []
-    real = tk.openai_public.ENCODING_CONSTRUCTORS["o200k_base"]
+    constructors = openai_public.ENCODING_CONSTRUCTORS
+    real = constructors["o200k_base"]
 
-    def counting() -> dict[str, object]:
+    def counting() -> dict[str, Any]:
         built.append("o200k_base")
-        return real()
+        result: dict[str, Any] = real()
+        return result
 
-    monkeypatch.setitem(tk.openai_public.ENCODING_CONSTRUCTORS, "o200k_base", counting)
+    monkeypatch.setitem(constructors, "o200k_base", counting)
     found: list[tiktoken.Encoding] = []
     threads = [
         threading.Thread(target=lambda: found.append(tk.get_encoding("o200k_base")))

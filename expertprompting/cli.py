@@ -1,0 +1,348 @@
+"""The ``expertprompting`` command line.
+
+Subcommands: ``answer``, ``identify``, ``prompt`` (the exact messages, no request) and
+``generate`` (a whole dataset file, resumably). Every subcommand is a function taking the
+parsed arguments and returning an exit code; :func:`build_parser` wires them up, so further
+subcommands plug in the same way.
+
+Exit codes: 0 success, 1 a failure while running (budget, endpoint, response), 2 a usage error
+(bad options, bad settings, no way to reach a model), 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import traceback
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TextIO
+
+from . import __version__
+from .errors import (
+    ConfigurationError,
+    ExpertPromptingError,
+    TemplateError,
+)
+
+__all__ = ["DEFAULT_OPENAI_MODEL", "build_parser", "main", "resolve_model"]
+
+DEFAULT_OPENAI_MODEL = "gpt-4o-mini"
+LOCAL_NOTE = (
+    "note: no OPENAI_API_KEY or base URL set, so this runs the bundled SmolLM2-135M model, a "
+    "tiny model for trying things out; for real answers set OPENAI_API_KEY or pass "
+    "--base-url/--model."
+)
+NOWHERE = (
+    "no model to run: set OPENAI_API_KEY (OpenAI), pass --base-url of an OpenAI-compatible "
+    'server (vLLM, Ollama, llama.cpp), or pip install "expertprompting[local]" for the '
+    "bundled local model"
+)
+
+Command = Callable[[argparse.Namespace], int]
+
+
+class UsageError(Exception):
+    """A problem with how the command was called (exit code 2)."""
+
+
+# -- model resolution --------------------------------------------------------------------------
+def resolve_model(
+    model: str | None,
+    base_url: str | None,
+    environ: Mapping[str, str],
+    local_available: Callable[[], bool],
+) -> tuple[str, str | None]:
+    """Which model to run, and a note for stderr (or None).
+
+    ``--model`` wins. Otherwise an OpenAI key or base URL (option or environment) means the
+    OpenAI-compatible path with ``EXPERTPROMPTING_MODEL`` or :data:`DEFAULT_OPENAI_MODEL`;
+    else the bundled local model if it is installed; else a usage error naming the ways forward.
+    """
+    if model:
+        return model, None
+    if base_url or environ.get("OPENAI_API_KEY") or environ.get("OPENAI_BASE_URL"):
+        return environ.get("EXPERTPROMPTING_MODEL") or DEFAULT_OPENAI_MODEL, None
+    if local_available():
+        return "local", LOCAL_NOTE
+    raise UsageError(NOWHERE)
+
+
+def _local_available() -> bool:
+    from .local import local_backend_available
+
+    return local_backend_available()
+
+
+def _prompter(args: argparse.Namespace, **extra: Any) -> Any:
+    from .local import is_local_model
+    from .prompter import ExpertPrompter
+
+    model, note = resolve_model(args.model, args.base_url, os.environ, _local_available)
+    if note and not args.quiet:
+        print(note, file=sys.stderr)
+    local = is_local_model(model)
+    if not local and not (
+        args.base_url or os.environ.get("OPENAI_API_KEY") or os.environ.get("OPENAI_BASE_URL")
+    ):
+        raise UsageError(
+            f"model {model!r} needs an API key: set OPENAI_API_KEY, or pass --base-url of an "
+            "OpenAI-compatible server, or use --model local"
+        )
+    settings: dict[str, Any] = {
+        k: v
+        for k, v in (
+            ("temperature", args.temperature),
+            ("seed", args.seed),
+            ("max_tokens", args.max_tokens),
+            ("strategy", args.strategy),
+        )
+        if v is not None
+    }
+    if args.base_url and not local:
+        settings["base_url"] = args.base_url
+    settings.update(extra)
+    return ExpertPrompter(model=model, **settings)
+
+
+# -- shared helpers ----------------------------------------------------------------------------
+def _instruction(value: str, stdin: TextIO) -> str:
+    text = stdin.read() if value == "-" else value
+    if not text.strip():
+        raise UsageError(
+            "the instruction is empty" + (" (nothing on stdin)" if value == "-" else "")
+        )
+    return text.strip() if value == "-" else text
+
+
+def _styled(text: str, code: str, stream: TextIO) -> str:
+    if stream.isatty() and "NO_COLOR" not in os.environ:
+        return f"\033[{code}m{text}\033[0m"
+    return text
+
+
+def _usage_line(usage: Any) -> str:
+    cost = f", ${usage.cost:.6f}" if usage.cost else ""
+    return (
+        f"usage: {usage.requests} requests, {usage.prompt_tokens} prompt + "
+        f"{usage.completion_tokens} completion tokens{cost}"
+    )
+
+
+# -- subcommands -------------------------------------------------------------------------------
+def cmd_answer(args: argparse.Namespace) -> int:
+    ep = _prompter(args)
+    instruction = _instruction(args.instruction, sys.stdin)
+    out = sys.stdout
+    strategy = args.strategy or ep.config.strategy
+    if args.stream and not args.json:
+        identity = None
+        if strategy == "expert":
+            ident = ep.identify(instruction, args.input)
+            identity = ident.description
+            if args.show_identity:
+                out.write(_styled("Expert identity:", "1;2", out) + "\n")
+                out.write(_styled(identity, "2", out) + "\n\n")
+                out.write(_styled("Answer:", "1", out) + "\n")
+        stream = ep.stream(instruction, args.input, identity=identity)
+        for chunk in stream:
+            out.write(chunk)
+            out.flush()
+        out.write("\n")
+        result = stream.result
+    else:
+        result = ep.answer(instruction, args.input)
+        if args.json:
+            out.write(result.model_dump_json(indent=2) + "\n")
+        else:
+            if args.show_identity and result.expert_identity:
+                out.write(_styled("Expert identity:", "1;2", out) + "\n")
+                out.write(_styled(result.expert_identity, "2", out) + "\n\n")
+                out.write(_styled("Answer:", "1", out) + "\n")
+            out.write(result.answer + "\n")
+    if args.verbose:
+        print(_usage_line(ep.usage), file=sys.stderr)
+    return 0
+
+
+def cmd_identify(args: argparse.Namespace) -> int:
+    ep = _prompter(args)
+    ident = ep.identify(_instruction(args.instruction, sys.stdin), args.input)
+    if args.json:
+        sys.stdout.write(ident.model_dump_json(indent=2) + "\n")
+    else:
+        sys.stdout.write(ident.description + "\n")
+    if args.verbose:
+        print(_usage_line(ep.usage), file=sys.stderr)
+    return 0
+
+
+def cmd_prompt(args: argparse.Namespace) -> int:
+    ep = _prompter(args)
+    instruction = _instruction(args.instruction, sys.stdin)
+    strategy = args.strategy or ep.config.strategy
+    steps: dict[str, Any] = {}
+    if strategy == "expert":
+        steps["identity"] = ep.identity_messages(instruction, args.input)
+        identity = args.identity or "<the expert identity from step 1>"
+        steps["answer"] = ep.answer_messages(instruction, identity, args.input, strategy)
+    else:
+        steps["answer"] = ep.answer_messages(instruction, None, args.input, strategy)
+    if args.json:
+        sys.stdout.write(json.dumps(steps, indent=2, ensure_ascii=False) + "\n")
+        return 0
+    for step, messages in steps.items():
+        tokens = ep.counter.count_messages(messages)
+        sys.stdout.write(_styled(f"== {step} request ({tokens} prompt tokens)", "1", sys.stdout))
+        sys.stdout.write("\n")
+        for message in messages:
+            sys.stdout.write(_styled(f"[{message['role']}]", "2", sys.stdout) + "\n")
+            sys.stdout.write(message["content"] + "\n\n")
+    return 0
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from .generate import generate
+
+    cache: Any = True
+    if args.cache is not None:
+        cache = False if args.cache.lower() in ("off", "none", "false", "0") else args.cache
+    ep = _prompter(args, cache=cache)
+
+    def problem(text: str) -> None:
+        print(f"expertprompting: skipped input row: {text}", file=sys.stderr)
+
+    summary = None
+    try:
+        summary = generate(
+            ep,
+            args.input_file,
+            args.output,
+            concurrency=args.concurrency,
+            rpm=args.rpm,
+            tpm=args.tpm,
+            limit=args.limit,
+            errors_path=args.errors,
+            max_errors=args.max_errors,
+            progress=not args.no_progress,
+            on_problem=problem,
+        )
+    except KeyboardInterrupt:
+        print(
+            "expertprompting: interrupted; finished rows are saved in "
+            f"{args.output}. Rerun the same command to resume.",
+            file=sys.stderr,
+        )
+        return 130
+    if args.json:
+        sys.stdout.write(summary.model_dump_json(indent=2) + "\n")
+    else:
+        print(summary.line(), file=sys.stderr)
+    return 1 if summary.failed or summary.stopped_early else 0
+
+
+# -- parser ------------------------------------------------------------------------------------
+def _common(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("model")
+    group.add_argument("--model", help="model name; 'local' or 'local:/path.gguf' for in-process")
+    group.add_argument(
+        "--base-url", help="an OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1"
+    )
+    group.add_argument("--strategy", choices=["expert", "vanilla", "static"])
+    group.add_argument("--temperature", type=float)
+    group.add_argument("--max-tokens", type=int, help="cap on the answer's length")
+    group.add_argument("--seed", type=int, help="fixed sampling seed, for reproducible runs")
+    out = parser.add_argument_group("output")
+    out.add_argument("--json", action="store_true", help="print the whole result as JSON")
+    out.add_argument("-v", "--verbose", action="store_true", help="usage summary on stderr")
+    out.add_argument("-q", "--quiet", action="store_true", help="no notes on stderr")
+    out.add_argument("--debug", action="store_true", help="show tracebacks")
+
+
+def _single(sub: Any, name: str, command: Command, help: str) -> argparse.ArgumentParser:
+    parser: argparse.ArgumentParser = sub.add_parser(name, help=help, description=help)
+    parser.add_argument("instruction", help="the instruction, or - to read it from stdin")
+    parser.add_argument("--input", help="the instruction's input (context), if any")
+    _common(parser)
+    parser.set_defaults(command=command)
+    return parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The whole command line."""
+    parser = argparse.ArgumentParser(
+        prog="expertprompting",
+        description="Answer instructions as the expert each deserves (ExpertPrompting).",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="subcommand", required=True, metavar="COMMAND")
+
+    answer = _single(sub, "answer", cmd_answer, "answer an instruction as its expert")
+    answer.add_argument("--stream", action="store_true", help="print the answer as it arrives")
+    answer.add_argument(
+        "--show-identity",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="print the expert identity before the answer (default: yes)",
+    )
+    _single(sub, "identify", cmd_identify, "write the expert identity for an instruction")
+    prompt = _single(sub, "prompt", cmd_prompt, "print the exact messages, send nothing")
+    prompt.add_argument("--identity", help="identity text to show in the step-2 messages")
+
+    gen = sub.add_parser(
+        "generate",
+        help="answer every instruction of a JSONL/JSON file, resumably",
+        description="Answer every instruction of INPUT (JSONL, or a JSON list such as Alpaca's) "
+        "into OUTPUT (JSONL in the ExpertLLaMA layout). Rerun the same command to resume.",
+    )
+    gen.add_argument("input_file", metavar="INPUT")
+    gen.add_argument("-o", "--output", required=True, metavar="OUTPUT")
+    gen.add_argument("--concurrency", type=int, default=16, help="requests in flight (16)")
+    gen.add_argument("--rpm", type=float, help="requests per minute, for the whole run")
+    gen.add_argument("--tpm", type=float, help="tokens per minute, for the whole run")
+    gen.add_argument("--limit", type=int, help="answer at most this many new items")
+    gen.add_argument("--cache", help="identity cache: a SQLite file path, or 'off'")
+    gen.add_argument("--errors", metavar="FILE", help="failed items (default OUTPUT.errors.jsonl)")
+    gen.add_argument("--max-errors", type=int, help="stop after more than this many failures")
+    gen.add_argument("--no-progress", action="store_true", help="no progress bar (for logs)")
+    _common(gen)
+    gen.set_defaults(command=cmd_generate)
+    return parser
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    command: Command = args.command
+    try:
+        return command(args)
+    except (UsageError, ConfigurationError, TemplateError) as exc:
+        if args.debug:
+            traceback.print_exc()
+        print(f"expertprompting: error: {_one_line(exc)}", file=sys.stderr)
+        return 2
+    except ExpertPromptingError as exc:
+        if args.debug:
+            traceback.print_exc()
+        print(f"expertprompting: error: {_one_line(exc)}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("expertprompting: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # e.g. piped into head
+        return 0
+
+
+def entry() -> None:
+    """Console-script entry point."""
+    raise SystemExit(main())
+
+
+if __name__ == "__main__":
+    entry()
