@@ -10,9 +10,11 @@ prints ideal/actual (target >= 0.95).
 from __future__ import annotations
 
 import argparse
+import asyncio
 import time
 
 from _server import instructions, loopback_server
+from many_cpu import plain_loop
 
 from expertprompting import ExpertAnswer, ExpertPrompter
 
@@ -29,10 +31,16 @@ def main() -> None:
         started = time.perf_counter()
         results = ep.answer_many(instructions(args.n), concurrency=args.concurrency, progress=False)
         actual = time.perf_counter() - started
+        # the same requests from a bare asyncio + AsyncOpenAI loop: the ceiling of this setup
+        jobs = [(ep.identity_messages(i), i) for i in instructions(args.n)]
+        started = time.perf_counter()
+        asyncio.run(plain_loop(base_url, jobs, args.concurrency, "gpt-4o-mini"))
+        bare = time.perf_counter() - started
     ok = sum(isinstance(r, ExpertAnswer) for r in results)
     ideal = 2 * args.n * args.latency / args.concurrency
     print(f"items {args.n} (ok {ok}), latency {args.latency} s, concurrency {args.concurrency}")
-    print(f"ideal {ideal:.2f} s, actual {actual:.2f} s, ideal/actual {ideal / actual:.3f}")
+    for name, seconds in (("answer_many", actual), ("bare loop  ", bare)):
+        print(f"{name}: ideal {ideal:.2f} s, actual {seconds:.2f} s, ratio {ideal / seconds:.3f}")
 
 
 if __name__ == "__main__":

@@ -18,9 +18,12 @@ from .errors import (
     TemplateError,
     TokenBudgetError,
 )
+from .dataset import DatasetItem, FailedItem
 from .exemplars import Exemplar, default_exemplars, load_exemplars
+from .generate import GenerateSummary
 from .prompter import AnswerStream, AsyncAnswerStream, ExpertPrompter
 from .results import ExpertAnswer, ExpertIdentity, RequestRecord, Strategy, Usage
+from .runner import TooManyErrorsError
 from .tokens import TiktokenCounter, TokenCounter, count_tokens
 
 __version__ = "0.1.0"
@@ -30,11 +33,14 @@ __all__ = [
     "AsyncAnswerStream",
     "BudgetExceededError",
     "ConfigurationError",
+    "DatasetItem",
     "Exemplar",
     "ExpertAnswer",
     "ExpertIdentity",
     "ExpertPrompter",
     "ExpertPromptingError",
+    "FailedItem",
+    "GenerateSummary",
     "ModelPrice",
     "PrompterConfig",
     "RateLimitError",
@@ -49,6 +55,7 @@ __all__ = [
     "TiktokenCounter",
     "TokenBudgetError",
     "TokenCounter",
+    "TooManyErrorsError",
     "Usage",
     "__version__",
     "count_tokens",
