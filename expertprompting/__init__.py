@@ -7,6 +7,7 @@
 """
 
 from .config import ModelPrice, PrompterConfig, RetryPolicy, RunBudget
+from .dataset import DatasetItem, FailedItem
 from .errors import (
     BudgetExceededError,
     ConfigurationError,
@@ -18,7 +19,6 @@ from .errors import (
     TemplateError,
     TokenBudgetError,
 )
-from .dataset import DatasetItem, FailedItem
 from .exemplars import Exemplar, default_exemplars, load_exemplars
 from .generate import GenerateSummary
 from .prompter import AnswerStream, AsyncAnswerStream, ExpertPrompter

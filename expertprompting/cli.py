@@ -242,6 +242,69 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 1 if summary.failed or summary.stopped_early else 0
 
 
+def _openai_client(args: argparse.Namespace) -> Any:
+    import openai
+
+    if not (args.base_url or os.environ.get("OPENAI_API_KEY") or os.environ.get("OPENAI_BASE_URL")):
+        raise UsageError(
+            "the Batch API needs OPENAI_API_KEY (or --base-url of a compatible server)"
+        )
+    return openai.OpenAI(
+        base_url=args.base_url or None, api_key=os.environ.get("OPENAI_API_KEY") or "not-needed"
+    )
+
+
+def _report(summary: Any, what: str) -> None:
+    for problem in summary.problems:
+        print(f"expertprompting: skipped input row: {problem}", file=sys.stderr)
+    for error in summary.errors:
+        print(f"expertprompting: left out: {error}", file=sys.stderr)
+    print(f"{summary.written} {what} written to {summary.path}", file=sys.stderr)
+
+
+def cmd_batch(args: argparse.Namespace) -> int:
+    from . import batch
+
+    action = args.action
+    if action in ("identity-requests", "answer-requests", "assemble"):
+        ep = _prompter(args)
+        if action == "identity-requests":
+            summary = batch.write_identity_requests(ep, args.input_file, args.output)
+            _report(summary, "identity requests")
+        elif action == "answer-requests":
+            summary = batch.write_answer_requests(ep, args.input_file, args.output, args.identities)
+            _report(summary, "answer requests")
+        else:
+            summary = batch.assemble(
+                ep, args.input_file, args.answers, args.output, args.identities, args.errors
+            )
+            _report(summary, "rows")
+        return 1 if summary.errors else 0
+    if action == "run":
+        import openai
+
+        client = openai.AsyncOpenAI(
+            base_url=args.base_url or None,
+            api_key=os.environ.get("OPENAI_API_KEY") or "not-needed",
+            max_retries=3,
+        )
+        count = batch.run_requests(
+            args.requests, args.output, client=client, concurrency=args.concurrency
+        )
+        print(f"{count} requests run, results in {args.output}", file=sys.stderr)
+        return 0
+    client = _openai_client(args)
+    if action == "submit":
+        job = batch.submit(client, args.requests)
+    elif action == "status":
+        job = batch.status(client, args.batch_id)
+    else:
+        job = batch.download(client, args.batch_id, args.output)
+    if args.json or action != "download":
+        sys.stdout.write(job.model_dump_json(indent=2) + "\n")
+    return 0
+
+
 # -- parser ------------------------------------------------------------------------------------
 def _common(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("model")
@@ -308,7 +371,55 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--no-progress", action="store_true", help="no progress bar (for logs)")
     _common(gen)
     gen.set_defaults(command=cmd_generate)
+    _batch_parser(sub)
     return parser
+
+
+def _batch_parser(sub: Any) -> None:
+    batch = sub.add_parser(
+        "batch",
+        help="the method in two passes over OpenAI's Batch API or vLLM's run_batch",
+        description="Write the identity-stage request file, run it (submit/status/download, or "
+        "run against any OpenAI-compatible server), write the answer-stage file from its "
+        "results, run that, and assemble the dataset from both result files.",
+    )
+    steps = batch.add_subparsers(dest="action", required=True, metavar="STEP")
+
+    def step(name: str, help: str, with_model: bool = True) -> argparse.ArgumentParser:
+        parser: argparse.ArgumentParser = steps.add_parser(name, help=help, description=help)
+        parser.set_defaults(command=cmd_batch)
+        if with_model:
+            _common(parser)
+        else:
+            parser.add_argument("--base-url", help="an OpenAI-compatible endpoint")
+            parser.add_argument("--json", action="store_true", help="print the batch as JSON")
+            parser.add_argument("--debug", action="store_true", help="show tracebacks")
+        return parser
+
+    ident = step("identity-requests", "write step 1's request file from INPUT")
+    ident.add_argument("input_file", metavar="INPUT")
+    ident.add_argument("-o", "--output", required=True, metavar="REQUESTS")
+    answer = step("answer-requests", "write step 2's request file from step 1's results")
+    answer.add_argument("input_file", metavar="INPUT")
+    answer.add_argument("--identities", metavar="RESULTS", help="step 1's result file")
+    answer.add_argument("-o", "--output", required=True, metavar="REQUESTS")
+    assemble = step("assemble", "write the dataset from both result files")
+    assemble.add_argument("input_file", metavar="INPUT")
+    assemble.add_argument("--identities", metavar="RESULTS", help="step 1's result file")
+    assemble.add_argument("--answers", required=True, metavar="RESULTS")
+    assemble.add_argument("-o", "--output", required=True, metavar="OUTPUT")
+    assemble.add_argument("--errors", metavar="FILE", help="default OUTPUT.errors.jsonl")
+    run = step("run", "run a request file against an OpenAI-compatible server", False)
+    run.add_argument("requests", metavar="REQUESTS")
+    run.add_argument("-o", "--output", required=True, metavar="RESULTS")
+    run.add_argument("--concurrency", type=int, default=16)
+    submit = step("submit", "upload a request file and start a batch", False)
+    submit.add_argument("requests", metavar="REQUESTS")
+    status = step("status", "show a batch's status", False)
+    status.add_argument("batch_id", metavar="BATCH_ID")
+    download = step("download", "save a finished batch's results", False)
+    download.add_argument("batch_id", metavar="BATCH_ID")
+    download.add_argument("-o", "--output", required=True, metavar="RESULTS")
 
 
 def _one_line(exc: BaseException) -> str:

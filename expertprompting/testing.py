@@ -15,6 +15,8 @@ Only the standard library is used, and the server listens on 127.0.0.1 only by d
 from __future__ import annotations
 
 import contextlib
+import email.parser
+import email.policy
 import itertools
 import json
 import random
@@ -87,6 +89,23 @@ def _last_user_text(messages: list[Any]) -> str:
                 return "".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
             return "" if content is None else str(content)
     return ""
+
+
+def _multipart_file(req: RecordedRequest) -> tuple[str, str, bytes]:
+    """(purpose, filename, content) of a multipart/form-data upload."""
+    head = f"Content-Type: {req.headers.get('content-type', '')}\r\n\r\n".encode()
+    message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(head + req.body)
+    purpose, name, data = "", "upload.jsonl", b""
+    for part in message.iter_parts():
+        field_name = part.get_param("name", header="content-disposition")
+        raw = part.get_payload(decode=True)
+        payload = raw if isinstance(raw, bytes) else b""
+        if field_name == "purpose":
+            purpose = payload.decode()
+        elif field_name == "file":
+            name = str(part.get_filename() or name)
+            data = payload
+    return purpose, name, data
 
 
 def _request_model(req: RecordedRequest) -> str:
@@ -162,6 +181,8 @@ class _Handler(BaseHTTPRequestHandler):
                 time.sleep(self.fake.latency)
             if self.command == "POST" and path == CHAT_PATH:
                 self._chat(req, self.fake._next_reply(req))
+            elif path.startswith(("/v1/files", "/v1/batches")):
+                self._batch_api(req)
             elif self.command == "GET" and path == "/v1/models":
                 model = {"id": FAKE_MODEL, "object": "model", "created": 0, "owned_by": "fake"}
                 self._send_json(200, {"object": "list", "data": [model]})
@@ -192,6 +213,31 @@ class _Handler(BaseHTTPRequestHandler):
     def _send_json(self, status: int, data: Any, headers: dict[str, str] | None = None) -> None:
         self._send(status, [json.dumps(data).encode()], "application/json", headers or {})
 
+    # -- a minimal Batch API: upload a file, run a batch at once, read its status and output --
+    def _batch_api(self, req: RecordedRequest) -> None:
+        fake, path = self.fake, req.path
+        if self.command == "POST" and path == "/v1/files":
+            purpose, name, data = _multipart_file(req)
+            file = fake._store_file(name, data, purpose)
+            self._send_json(200, file)
+        elif self.command == "GET" and path.startswith("/v1/files/") and path.endswith("/content"):
+            file_id = path.removeprefix("/v1/files/").removesuffix("/content")
+            content = fake._files.get(file_id)
+            if content is None:
+                self._send_json(404, {"error": {"message": f"no file {file_id}"}})
+            else:
+                self._send(200, [content[1]], "application/octet-stream", {})
+        elif self.command == "POST" and path == "/v1/batches":
+            self._send_json(200, fake._run_batch(req.json if isinstance(req.json, dict) else {}))
+        elif self.command == "GET" and path.startswith("/v1/batches/"):
+            batch = fake._batches.get(path.removeprefix("/v1/batches/"))
+            if batch is None:
+                self._send_json(404, {"error": {"message": "no such batch"}})
+            else:
+                self._send_json(200, batch)
+        else:
+            self._send_json(404, {"error": {"message": f"no route {self.command} {path}"}})
+
     def _chat(self, req: RecordedRequest, reply: Reply) -> None:
         if reply.delay > 0:
             time.sleep(reply.delay)
@@ -217,11 +263,7 @@ class _Handler(BaseHTTPRequestHandler):
         n = self.fake._next_id("completion")
         base = {"id": f"chatcmpl-fake-{n}", "created": int(time.time()), "model": model}
         if not request_json.get("stream"):
-            message = {"role": "assistant", "content": reply.content}
-            choice = {"index": 0, "message": message, "finish_reason": reply.finish_reason}
-            completion = {**base, "object": "chat.completion", "usage": usage}
-            completion["choices"] = [{**choice, "logprobs": None}]
-            self._send_json(reply.status, completion, reply.headers)
+            self._send_json(reply.status, self.fake._completion(req, reply), reply.headers)
             return
         chunk = {**base, "object": "chat.completion.chunk", "usage": None}
 
@@ -276,6 +318,8 @@ class FakeOpenAIServer:
         self._queue: deque[Reply] = deque()
         self._requests: list[RecordedRequest] = []
         self._connections: set[socket.socket] = set()
+        self._files: dict[str, tuple[str, bytes]] = {}
+        self._batches: dict[str, dict[str, Any]] = {}
         self._ids = {"request": itertools.count(1), "completion": itertools.count(1)}
         self._httpd: _HTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -381,6 +425,97 @@ class FakeOpenAIServer:
         return Reply(content=content)
 
     # used by the handler threads
+    def _completion(self, req: RecordedRequest, reply: Reply) -> dict[str, Any]:
+        """The JSON body of a whole (not streamed) chat completion for ``reply``."""
+        usage = self._usage(req, reply.content) if reply.usage is None else reply.usage
+        n = self._next_id("completion")
+        message = {"role": "assistant", "content": reply.content}
+        return {
+            "id": f"chatcmpl-fake-{n}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": reply.model or _request_model(req),
+            "choices": [
+                {
+                    "index": 0,
+                    "message": message,
+                    "finish_reason": reply.finish_reason,
+                    "logprobs": None,
+                }
+            ],
+            "usage": usage,
+        }
+
+    def _store_file(self, name: str, data: bytes, purpose: str) -> dict[str, Any]:
+        with self._lock:
+            file_id = f"file-fake-{len(self._files) + 1}"
+            self._files[file_id] = (name, data)
+        return {
+            "id": file_id,
+            "object": "file",
+            "bytes": len(data),
+            "created_at": int(time.time()),
+            "filename": name,
+            "purpose": purpose,
+            "status": "processed",
+        }
+
+    def _run_batch(self, spec: dict[str, Any]) -> dict[str, Any]:
+        """Run every request of the input file now, through the scripted replies/responder."""
+        _, data = self._files.get(str(spec.get("input_file_id")), ("", b""))
+        lines: list[bytes] = []
+        failed = 0
+        for raw in data.splitlines():
+            if not raw.strip():
+                continue
+            row = json.loads(raw)
+            body = json.dumps(row["body"]).encode()
+            req = RecordedRequest("POST", CHAT_PATH, {}, body, row["body"], time.monotonic())
+            self._record(req)
+            reply = self._next_reply(req)
+            if reply.status >= 400 or reply.fault or reply.body is not None:
+                failed += 1
+                error = reply.error_body or {"error": {"message": f"scripted {reply.status}"}}
+                response = {
+                    "status_code": reply.status if reply.status >= 400 else 500,
+                    "request_id": "req_fake",
+                    "body": error,
+                }
+            else:
+                response = {
+                    "status_code": 200,
+                    "request_id": "req_fake",
+                    "body": self._completion(req, reply),
+                }
+            line = {
+                "id": f"batch_req_{len(lines) + 1}",
+                "custom_id": row["custom_id"],
+                "response": response,
+                "error": None,
+            }
+            lines.append(json.dumps(line).encode())
+        output = self._store_file("output.jsonl", b"\n".join(lines) + b"\n", "batch_output")
+        with self._lock:
+            batch_id = f"batch_fake_{len(self._batches) + 1}"
+            batch = {
+                "id": batch_id,
+                "object": "batch",
+                "endpoint": spec.get("endpoint"),
+                "input_file_id": spec.get("input_file_id"),
+                "completion_window": spec.get("completion_window"),
+                "status": "completed",
+                "created_at": int(time.time()),
+                "output_file_id": output["id"],
+                "error_file_id": None,
+                "request_counts": {
+                    "total": len(lines),
+                    "completed": len(lines) - failed,
+                    "failed": failed,
+                },
+            }
+            self._batches[batch_id] = batch
+        return batch
+
     def _usage(self, req: RecordedRequest, content: str | None) -> dict[str, int]:
         model = _request_model(req)
         with warnings.catch_warnings():

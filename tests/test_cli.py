@@ -13,7 +13,7 @@ import pytest
 
 from expertprompting import ExpertAnswer, ExpertPrompter
 from expertprompting.cli import DEFAULT_OPENAI_MODEL, LOCAL_NOTE, UsageError, resolve_model
-from expertprompting.testing import FakeOpenAIServer, Reply
+from expertprompting.testing import FakeOpenAIServer, RecordedRequest, Reply
 
 EXE = str(Path(sys.executable).with_name("expertprompting"))
 IDENTITY = "You are a marine biologist who explains tides plainly."
@@ -183,3 +183,35 @@ def test_the_bundled_model_answers_with_no_key() -> None:
     assert identity.startswith("Expert identity:\n")
     assert identity.removeprefix("Expert identity:\n").strip()
     assert answer.strip()
+
+
+def test_batch_two_passes_from_the_command_line(server: FakeOpenAIServer, tmp_path: Path) -> None:
+    def model(req: RecordedRequest) -> Reply:
+        last = req.messages[-1]["content"]
+        if "[Agent Description]:" in last:
+            return Reply(content="You are the expert.")
+        return Reply(content="The answer.")
+
+    server.responder = model
+    source = tmp_path / "in.jsonl"
+    source.write_text('{"id": "q1", "instruction": "Tides?"}\n', encoding="utf-8")
+    url = ["--base-url", server.base_url]
+    r1, o1, r2, o2 = (str(tmp_path / f"{n}.jsonl") for n in ("r1", "o1", "r2", "o2"))
+    out = str(tmp_path / "out.jsonl")
+    steps = [
+        ["identity-requests", str(source), "-o", r1, *url],
+        ["run", r1, "-o", o1, *url],
+        ["answer-requests", str(source), "--identities", o1, "-o", r2, *url],
+        ["run", r2, "-o", o2, *url],
+        ["assemble", str(source), "--identities", o1, "--answers", o2, "-o", out, *url],
+    ]
+    for step in steps:
+        result = run("batch", *step)
+        assert result.returncode == 0, (step, result.stderr)
+    (row,) = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert (row["id"], row["expert_identity"], row["answer"]) == (
+        "q1",
+        "You are the expert.",
+        "The answer.",
+    )
+    assert len(server.chat_requests) == 2
