@@ -107,7 +107,7 @@ def ep(llama_server: str, counter: LlamaCounter) -> ExpertPrompter:
 
 @pytest.fixture
 def replies(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
-    """Every reply the server sent, exactly as the SDK parsed it."""
+    """Every reply the server sent, as the JSON the transport read."""
     seen: list[Any] = []
     real = OpenAITransport.complete
 
@@ -129,12 +129,12 @@ def test_answer_through_the_server(ep: ExpertPrompter, replies: list[Any]) -> No
     assert len(replies) == sum(tries)
     assert r.usage.requests == sum(tries)
     # usage is what the server reported
-    assert r.usage.prompt_tokens == sum(x.usage.prompt_tokens for x in replies)
-    assert r.usage.completion_tokens == sum(x.usage.completion_tokens for x in replies)
+    assert r.usage.prompt_tokens == sum(x["usage"]["prompt_tokens"] for x in replies)
+    assert r.usage.completion_tokens == sum(x["usage"]["completion_tokens"] for x in replies)
     # our count of the last answer prompt (model tokenizer, offline) equals the server's
     answer_prompt = ep.answer_messages(INSTRUCTION, r.expert_identity)
-    assert counter_of(ep).count_messages(answer_prompt) == replies[-1].usage.prompt_tokens
-    assert replies[-1].usage.completion_tokens <= 48
+    assert counter_of(ep).count_messages(answer_prompt) == replies[-1]["usage"]["prompt_tokens"]
+    assert replies[-1]["usage"]["completion_tokens"] <= 48
 
 
 def counter_of(ep: ExpertPrompter) -> LlamaCounter:
@@ -145,8 +145,8 @@ def counter_of(ep: ExpertPrompter) -> LlamaCounter:
 def test_identity_prompt_count_is_exact(ep: ExpertPrompter, replies: list[Any]) -> None:
     ident = ep.identify("Write a haiku about autumn leaves.")
     messages = ep.identity_messages("Write a haiku about autumn leaves.")
-    assert counter_of(ep).count_messages(messages) == replies[0].usage.prompt_tokens
-    assert ident.usage.prompt_tokens == sum(x.usage.prompt_tokens for x in replies)
+    assert counter_of(ep).count_messages(messages) == replies[0]["usage"]["prompt_tokens"]
+    assert ident.usage.prompt_tokens == sum(x["usage"]["prompt_tokens"] for x in replies)
 
 
 def test_stream_through_the_server(ep: ExpertPrompter) -> None:
