@@ -50,3 +50,28 @@ def test_sigkill_then_rerun_loses_and_duplicates_nothing(tmp_path: Path) -> None
     assert max(ids.values()) == 1  # nothing twice
     assert {row["instruction"] for row in rows} == {item["instruction"] for item in items}
     assert f"{written_before} already done" in second.stderr
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGINT delivery is POSIX")
+def test_ctrl_c_stops_cleanly_and_keeps_finished_rows(tmp_path: Path) -> None:
+    source, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    rows = [{"instruction": f"Explain {TOPICS[i % 5]} to student {i}."} for i in range(200)]
+    source.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENAI_")}
+    with FakeOpenAIServer(latency=0.02) as server:
+        command = [EXE, "generate", str(source), "-o", str(out), "--base-url", server.base_url]
+        command += ["--concurrency", "4", "--no-progress"]
+        run = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if out.exists() and out.read_bytes().count(b"\n") >= 10:
+                break
+            time.sleep(0.02)
+        run.send_signal(signal.SIGINT)
+        _, stderr = run.communicate(timeout=30)
+    assert run.returncode == 130
+    assert "Rerun the same command to resume" in stderr
+    assert "Traceback" not in stderr
+    text = out.read_text(encoding="utf-8")
+    assert text.endswith("\n")  # no torn line: the writer closed cleanly
+    assert all(json.loads(line)["answer"] for line in text.splitlines())
