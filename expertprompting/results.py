@@ -16,7 +16,7 @@ __all__ = ["ExpertAnswer", "ExpertIdentity", "RequestRecord", "Strategy", "Usage
 Strategy = Literal["expert", "vanilla", "static"]
 """``expert``: the method; ``vanilla``: the instruction alone; ``static``: a fixed expert prefix."""
 
-Step = Literal["identity", "answer"]
+Step = Literal["identity", "answer", "verdict"]
 
 
 class Usage(BaseModel):

@@ -23,7 +23,7 @@ from .errors import TemplateError
 __all__ = ["PromptTemplate", "TemplateKind", "TemplateSource", "load_template"]
 
 TemplateKind = Literal[
-    "identity", "identity_system", "identity_turn", "answer", "static", "vanilla"
+    "identity", "identity_system", "identity_turn", "answer", "static", "vanilla", "judge"
 ]
 TemplateSource = str | os.PathLike[str]
 
@@ -34,6 +34,7 @@ _REQUIRED: dict[TemplateKind, frozenset[str]] = {
     "answer": frozenset({"identity", "instruction"}),
     "static": frozenset({"instruction"}),
     "vanilla": frozenset({"instruction"}),
+    "judge": frozenset({"question", "answer_1", "answer_2"}),
 }
 _ALLOWED: dict[TemplateKind, frozenset[str]] = {
     "identity": frozenset({"instruction", "input", "exemplars"}),
@@ -42,6 +43,7 @@ _ALLOWED: dict[TemplateKind, frozenset[str]] = {
     "answer": frozenset({"identity", "instruction", "input"}),
     "static": frozenset({"instruction", "input"}),
     "vanilla": frozenset({"instruction", "input"}),
+    "judge": frozenset({"question", "answer_1", "answer_2"}),
 }
 
 _ENV = ImmutableSandboxedEnvironment(

@@ -1,0 +1,184 @@
+"""The position-fair judge: parsing, scoring, the report's arithmetic, and runs over HTTP."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from expertprompting.errors import TemplateError
+from expertprompting.judge import (
+    Judge,
+    PairVerdict,
+    Verdict,
+    build_report,
+    parse_verdict,
+    score_pair,
+)
+from expertprompting.testing import FakeOpenAIServer, RecordedRequest, Reply
+
+
+@pytest.mark.parametrize(
+    ("text", "scores"),
+    [
+        ("8 7", (8, 7)),
+        ("8, 7\nBecause...", (8, 7)),
+        ("8/10 7/10", (8, 7)),
+        ("Assistant 1: 8 Assistant 2: 7", (8, 7)),
+        ("Assistant 1 gets 6/10.\nAssistant 2 gets 9/10.", (6, 9)),
+        ("**9 4**", (9, 4)),
+        ("Scores: 7.5, 8", (7.5, 8)),
+        ("10 1", (10, 1)),
+        ("\n\n  5 5  ", (5, 5)),
+    ],
+)
+def test_verdicts_that_can_be_read(text: str, scores: tuple[float, float]) -> None:
+    assert parse_verdict(text) == scores
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["", "Both answers are fine.", "11 3", "0 5", "7\nthe second is better", None, "I'd say 8"],
+)
+def test_verdicts_that_cannot(text: str | None) -> None:
+    assert parse_verdict(text) is None
+
+
+def _v(order: str, scores: tuple[float, float] | None) -> Verdict:
+    return Verdict(order=order, raw="x", scores=scores)  # type: ignore[arg-type]
+
+
+def test_scores_are_averaged_over_both_orders() -> None:
+    # AB: A=8, B=6; BA: B=7, A=7 -> A 7.5, B 6.5
+    a, b, outcome, consistent = score_pair([_v("AB", (8, 6)), _v("BA", (7, 7))])
+    assert (a, b, outcome, consistent) == (7.5, 6.5, "win", False)
+
+
+def test_a_judge_that_prefers_the_second_position_gives_ties() -> None:
+    a, b, outcome, consistent = score_pair([_v("AB", (6, 9)), _v("BA", (6, 9))])
+    assert (a, b, outcome) == (7.5, 7.5, "tie")
+    assert consistent is False
+
+
+def test_one_readable_order_scores_alone_and_none_is_unparsed() -> None:
+    assert score_pair([_v("AB", (4, 8)), _v("BA", None)]) == (4.0, 8.0, "loss", None)
+    assert score_pair([_v("AB", None), _v("BA", None)]) == (None, None, "unparsed", None)
+
+
+def _pair(
+    i: int, outcome_scores: list[tuple[str, tuple[float, float] | None]], cat: str
+) -> PairVerdict:
+    verdicts = [_v(order, s) for order, s in outcome_scores]
+    a, b, outcome, consistent = score_pair(verdicts)
+    return PairVerdict(
+        id=str(i),
+        question="q",
+        category=cat,
+        verdicts=verdicts,
+        score_a=a,
+        score_b=b,
+        outcome=outcome,
+        consistent=consistent,
+    )
+
+
+def test_report_arithmetic() -> None:
+    pairs = [
+        _pair(1, [("AB", (8, 6)), ("BA", (6, 8))], "math"),  # A 8, B 6: win, consistent
+        _pair(2, [("AB", (5, 7)), ("BA", (7, 5))], "math"),  # A 5, B 7: loss, consistent
+        _pair(3, [("AB", (6, 9)), ("BA", (6, 9))], "code"),  # tie, inconsistent
+        _pair(4, [("AB", None), ("BA", None)], "code"),  # unparsed
+    ]
+    report = build_report("expert", "vanilla", pairs)
+    assert (report.wins, report.ties, report.losses, report.unparsed) == (1, 1, 1, 1)
+    assert report.unparsed_verdicts == 2
+    assert report.adjusted_win_rate == pytest.approx(1.5 / 3)
+    assert (report.score_sum_a, report.score_sum_b) == (8 + 5 + 7.5, 6 + 7 + 7.5)
+    assert report.score_ratio == pytest.approx(20.5 / 20.5)
+    assert report.position_consistency == pytest.approx(2 / 3)
+    rows = {r.category: r for r in report.categories}
+    assert (rows["math"].wins, rows["math"].losses) == (1, 1)
+    assert (rows["code"].ties, rows["code"].unparsed) == (1, 1)
+    assert len(report.verdicts) == 4
+    keys = set(json.loads(report.model_dump_json()))
+    assert {"wins", "ties", "losses", "adjusted_win_rate", "score_ratio"} <= keys
+    assert {"position_consistency", "unparsed"} <= keys
+
+
+def test_a_judge_template_must_show_both_answers() -> None:
+    with pytest.raises(TemplateError, match="answer_2"):
+        Judge(model="gpt-4o", template="{{ question }} {{ answer_1 }}", api_key="k")
+
+
+def _answers(path: Path, answers: dict[str, str], category: str = "general") -> None:
+    rows = [
+        {
+            "id": k,
+            "instruction": f"Question {k}?",
+            "input": "",
+            "answer": v,
+            "extra": {"category": category},
+        }
+        for k, v in answers.items()
+    ]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+
+
+def test_second_position_bias_comes_out_all_ties_over_http(
+    server: FakeOpenAIServer, tmp_path: Path
+) -> None:
+    server.responder = lambda req: Reply(content="5 9\nThe second answer is better.")
+    _answers(tmp_path / "a.jsonl", {"1": "alpha", "2": "beta"})
+    _answers(tmp_path / "b.jsonl", {"1": "gamma", "2": "delta", "3": "only in b"})
+    judge = Judge(model="gpt-4o", base_url=server.base_url)
+    report = judge.judge_files(
+        tmp_path / "a.jsonl", tmp_path / "b.jsonl", tmp_path / "v.jsonl", progress=False
+    )
+    assert (report.pairs, report.wins, report.ties, report.losses) == (2, 0, 2, 0)
+    assert report.position_consistency == 0
+    assert len(server.chat_requests) == 4  # each pair in both orders
+    shown = [r.messages[0]["content"] for r in server.chat_requests]
+    assert sum("Assistant 1\nalpha" in s for s in shown) == 1
+    assert sum("Assistant 1\ngamma" in s for s in shown) == 1
+    assert all(r.json["temperature"] == 0.0 for r in server.chat_requests)
+
+
+def test_unreadable_verdicts_are_retried_once_then_unparsed(
+    server: FakeOpenAIServer, tmp_path: Path
+) -> None:
+    def judge_model(req: RecordedRequest) -> Reply:
+        first_answer = req.messages[0]["content"].split("### Answer from Assistant 1\n")[1]
+        if first_answer.startswith("alpha"):
+            return Reply(content="I cannot decide.")  # AB order: never readable
+        return Reply(content="4 8")  # BA order: B=4, A=8
+
+    server.responder = judge_model
+    _answers(tmp_path / "a.jsonl", {"1": "alpha"})
+    _answers(tmp_path / "b.jsonl", {"1": "gamma"})
+    report = Judge(model="gpt-4o", base_url=server.base_url).judge_files(
+        tmp_path / "a.jsonl", tmp_path / "b.jsonl", tmp_path / "v.jsonl", progress=False
+    )
+    assert len(server.chat_requests) == 3  # AB twice (retried once), BA once
+    (pair,) = report.verdicts
+    ab = next(v for v in pair.verdicts if v.order == "AB")
+    assert (ab.scores, ab.attempts, ab.raw) == (None, 2, "I cannot decide.")
+    assert (pair.score_a, pair.score_b, pair.outcome) == (8, 4, "win")
+    assert report.unparsed_verdicts == 1
+
+
+def test_judging_resumes_from_the_verdicts_file(server: FakeOpenAIServer, tmp_path: Path) -> None:
+    server.responder = lambda req: Reply(content="7 6")
+    _answers(tmp_path / "a.jsonl", {str(i): f"a{i}" for i in range(5)})
+    _answers(tmp_path / "b.jsonl", {str(i): f"b{i}" for i in range(5)})
+    judge = Judge(model="gpt-4o", base_url=server.base_url)
+    verdicts = tmp_path / "v.jsonl"
+    judge.judge_files(tmp_path / "a.jsonl", tmp_path / "b.jsonl", verdicts, progress=False)
+    lines = verdicts.read_text().splitlines()
+    verdicts.write_text("\n".join(lines[:3]) + "\n" + lines[3][:20], encoding="utf-8")  # killed
+    sent = len(server.chat_requests)
+    report = judge.judge_files(tmp_path / "a.jsonl", tmp_path / "b.jsonl", verdicts, progress=False)
+    assert len(server.chat_requests) - sent == 4  # two pairs redone, both orders
+    assert report.pairs == 5
+    assert report.ties == 5  # "7 6" in both orders: each answer averages 6.5
+    assert len(verdicts.read_text().splitlines()) == 5
