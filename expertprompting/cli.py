@@ -17,6 +17,7 @@ import os
 import sys
 import traceback
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any, TextIO
 
 from . import __version__
@@ -242,6 +243,78 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 1 if summary.failed or summary.stopped_early else 0
 
 
+def _judge(args: argparse.Namespace) -> Any:
+    from .judge import Judge
+    from .local import is_local_model
+
+    model = args.judge_model
+    if model is None:
+        model, _ = resolve_model(args.model, args.base_url, os.environ, _local_available)
+    settings: dict[str, Any] = {}
+    if args.base_url and not is_local_model(model):
+        settings["base_url"] = args.base_url
+    if args.seed is not None:
+        settings["seed"] = args.seed
+    return Judge(model=model, **settings)
+
+
+def _print_report(report: Any, stream: TextIO) -> None:
+    print(
+        f"{report.a} vs {report.b}: {report.wins} wins, {report.ties} ties, {report.losses} "
+        f"losses, {report.unparsed} unparsed of {report.pairs}; adjusted win rate "
+        + ("n/a" if report.adjusted_win_rate is None else f"{report.adjusted_win_rate:.1%}")
+        + "; score ratio "
+        + ("n/a" if report.score_ratio is None else f"{report.score_ratio:.1%}")
+        + "; position consistency "
+        + ("n/a" if report.position_consistency is None else f"{report.position_consistency:.1%}"),
+        file=stream,
+    )
+
+
+def cmd_judge(args: argparse.Namespace) -> int:
+    judge = _judge(args)
+    verdicts = args.output or str(Path(args.a).with_suffix("")) + ".verdicts.jsonl"
+    report = judge.judge_files(
+        args.a,
+        args.b,
+        verdicts,
+        a_name=Path(args.a).stem,
+        b_name=Path(args.b).stem,
+        concurrency=args.concurrency,
+        progress=not args.no_progress,
+    )
+    if args.json:
+        data = report.model_dump(exclude={"verdicts"})
+        sys.stdout.write(json.dumps(data, indent=2) + "\n")
+    else:
+        _print_report(report, sys.stdout)
+    print(f"verdicts: {verdicts}", file=sys.stderr)
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from .compare import compare
+
+    strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
+    ep = _prompter(args)
+    result = compare(
+        ep,
+        args.questions,
+        args.output,
+        strategies=strategies,
+        judge=_judge(args),
+        concurrency=args.concurrency,
+        progress=not args.no_progress,
+    )
+    for report in result.reports:
+        _print_report(report, sys.stderr if args.json else sys.stdout)
+    print(f"report: {Path(args.output) / 'report.md'}", file=sys.stderr)
+    if args.json:
+        data = result.model_dump(exclude={"reports": {"__all__": {"verdicts"}}})
+        sys.stdout.write(json.dumps(data, indent=2) + "\n")
+    return 0
+
+
 def _openai_client(args: argparse.Namespace) -> Any:
     import openai
 
@@ -372,6 +445,38 @@ def build_parser() -> argparse.ArgumentParser:
     _common(gen)
     gen.set_defaults(command=cmd_generate)
     _batch_parser(sub)
+
+    judge = sub.add_parser(
+        "judge",
+        help="judge two answer files pairwise, in both orders",
+        description="Judge the answers of A.jsonl against B.jsonl (rows matched by id, else by "
+        "instruction) with a judge model, each pair in both orders. Resumable via -o.",
+    )
+    judge.add_argument("a", metavar="A.jsonl")
+    judge.add_argument("b", metavar="B.jsonl")
+    judge.add_argument("--judge-model", help="the judge (default: as --model resolves)")
+    judge.add_argument("-o", "--output", metavar="VERDICTS", help="default A.verdicts.jsonl")
+    judge.add_argument("--concurrency", type=int, default=8)
+    judge.add_argument("--no-progress", action="store_true")
+    _common(judge)
+    judge.set_defaults(command=cmd_judge)
+
+    comp = sub.add_parser(
+        "compare",
+        help="answer questions with several strategies and judge them against the first",
+        description="Answer QUESTIONS with each strategy, judge every strategy against the "
+        "first (the baseline), and write report.md with a win/tie/loss chart to -o DIR.",
+    )
+    comp.add_argument("questions", metavar="QUESTIONS.jsonl")
+    comp.add_argument(
+        "--strategies", default="vanilla,expert", help="comma-separated, baseline first"
+    )
+    comp.add_argument("--judge-model", help="the judge (default: the answering model)")
+    comp.add_argument("-o", "--output", required=True, metavar="DIR")
+    comp.add_argument("--concurrency", type=int, default=8)
+    comp.add_argument("--no-progress", action="store_true")
+    _common(comp)
+    comp.set_defaults(command=cmd_compare)
     return parser
 
 
