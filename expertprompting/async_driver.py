@@ -6,6 +6,7 @@ core, :class:`~expertprompting.attempts.AttemptTracker` and :mod:`~expertprompti
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncGenerator, AsyncIterator, Generator
 from typing import Any, TypeVar
 
@@ -137,24 +138,28 @@ class AsyncDriver:
                 await close()
         yield tracker.exchange()
 
-    async def run(self, flow: Generator[ChatRequest, Exchange, T]) -> T:
-        """Drive a flow to its result."""
+    async def run(self, flow: Generator[Any, Any, T]) -> T:
+        """Drive a flow to its result (a list of requests is sent all at once)."""
         request = next(flow)
         while True:
-            exchange = await self.fetch(request)
+            if isinstance(request, list):
+                exchange: Any = list(await asyncio.gather(*(self.fetch(r) for r in request)))
+            else:
+                exchange = await self.fetch(request)
             try:
                 request = flow.send(exchange)
             except StopIteration as stop:
                 result: T = stop.value
                 return result
 
-    async def run_streaming(
-        self, flow: Generator[ChatRequest, Exchange, T]
-    ) -> AsyncGenerator[str | T, None]:
+    async def run_streaming(self, flow: Generator[Any, Any, T]) -> AsyncGenerator[str | T, None]:
         """Drive a flow, streaming the text of its streaming requests; the result comes last."""
         request = next(flow)
         while True:
-            if request.stream:
+            exchange: Any
+            if isinstance(request, list):
+                exchange = list(await asyncio.gather(*(self.fetch(r) for r in request)))
+            elif request.stream:
                 exchange = None
                 async for item in self.stream(request):
                     if isinstance(item, Exchange):

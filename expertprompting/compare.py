@@ -175,7 +175,7 @@ def compare(
     if len(set(strategies)) != len(strategies):
         raise ConfigurationError(f"Strategies repeat: {', '.join(strategies)}.")
     for name in strategies:
-        prompter._strategy(name)  # type: ignore[arg-type]  # validates, with a clear error
+        prompter._strategy(name)  # validates, with a clear error
     out = Path(folder)
     out.mkdir(parents=True, exist_ok=True)
     generation: dict[str, GenerateSummary] = {}

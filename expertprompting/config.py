@@ -69,6 +69,9 @@ class PrompterConfig(BaseModel):
     model: str = "gpt-4o-mini"
     strategy: Strategy = "expert"
     k_exemplars: int = Field(default=3, ge=0, description="Exemplars shown in the identity prompt.")
+    n_experts: int = Field(
+        default=3, ge=2, le=10, description="multi-expert: how many experts answer."
+    )
     identity_prompt_budget: int = Field(
         default=2048, ge=64, description="Most tokens the identity prompt may use."
     )

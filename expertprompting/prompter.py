@@ -14,6 +14,7 @@ from collections.abc import (
     Generator,
     Iterable,
     Iterator,
+    Mapping,
     Sequence,
     Sized,
 )
@@ -27,7 +28,7 @@ from .async_driver import AsyncDriver
 from .budget import BudgetLedger
 from .cache import CacheSpec, IdentityCache, resolve_cache
 from .config import ModelPrice, PrompterConfig, RetryPolicy, RunBudget
-from .core import ChatMessage, Planner, answer_flow, fold_input, identify_flow
+from .core import ChatMessage, Planner, fold_input, identify_flow
 from .dataset import DatasetItem, FailedItem, coerce_item
 from .errors import ConfigurationError, ExpertPromptingError
 from .exemplars import Exemplar, default_exemplars, load_exemplars
@@ -48,6 +49,7 @@ from .ratelimit import RateLimiter
 from .results import ExpertAnswer, ExpertIdentity, Strategy, Usage
 from .retry import RetrySpec
 from .runner import ItemResult, RunStats, TooManyErrorsError, check_concurrency, run_items, run_sync
+from .strategies import BUILTIN_STRATEGIES, check_strategy, strategy_flow
 from .sync_driver import SyncDriver
 from .templating import TemplateSource, load_template
 from .tokens import TiktokenCounter, TokenCounter
@@ -152,6 +154,7 @@ class ExpertPrompter:
         answer_template: TemplateSource | None = None,
         static_template: TemplateSource | None = None,
         vanilla_template: TemplateSource | None = None,
+        strategies: Mapping[str, TemplateSource] | None = None,
         retry: RetrySpec | None = None,
         token_counter: TokenCounter | None = None,
         cache: CacheSpec = True,
@@ -201,7 +204,16 @@ class ExpertPrompter:
             "answer": load_template("answer", answer_template),
             "static": load_template("static", static_template),
             "vanilla": load_template("vanilla", vanilla_template),
+            "experts": load_template("experts"),
+            "aggregate": load_template("aggregate"),
         }
+        self._custom: dict[str, Any] = {}
+        for name, source in (strategies or {}).items():
+            if name in BUILTIN_STRATEGIES or name in templates or not name.strip():
+                raise ConfigurationError(
+                    f"strategies= cannot name a strategy {name!r}: it is empty or built in."
+                )
+            self._custom[name] = templates[name] = load_template("strategy", source)
         self.counter = token_counter or (
             LlamaCounter(self._local) if self._local is not None else TiktokenCounter(model)
         )
@@ -304,12 +316,7 @@ class ExpertPrompter:
                 await close()
 
     def _strategy(self, strategy: Strategy | None) -> Strategy:
-        chosen = strategy or self.config.strategy
-        if chosen not in ("expert", "vanilla", "static"):
-            raise ConfigurationError(
-                f"Unknown strategy {chosen!r}; use 'expert', 'vanilla' or 'static'."
-            )
-        return chosen
+        return check_strategy(strategy or self.config.strategy, self._custom)
 
     # -- prompts, no request --------------------------------------------------------------------
     def identity_messages(self, instruction: str, input: str | None = None) -> list[ChatMessage]:
@@ -347,7 +354,7 @@ class ExpertPrompter:
         strategy: Strategy | None = None,
     ) -> ExpertAnswer:
         """Answer ``instruction`` as its expert: two requests, or one with ``identity=``."""
-        flow = answer_flow(self.planner, instruction, input, identity, self._strategy(strategy))
+        flow = strategy_flow(self.planner, instruction, input, identity, self._strategy(strategy))
         return self._sync_driver().run(flow)
 
     async def aanswer(
@@ -359,7 +366,7 @@ class ExpertPrompter:
         strategy: Strategy | None = None,
     ) -> ExpertAnswer:
         """Async twin of :meth:`answer`."""
-        flow = answer_flow(self.planner, instruction, input, identity, self._strategy(strategy))
+        flow = strategy_flow(self.planner, instruction, input, identity, self._strategy(strategy))
         return await self._async_driver().run(flow)
 
     def stream(
@@ -375,10 +382,10 @@ class ExpertPrompter:
         The identity (step 1) is fetched whole first. After the loop, ``.result`` is the
         :class:`ExpertAnswer`.
         """
-        flow = answer_flow(
+        flow = strategy_flow(
             self.planner, instruction, input, identity, self._strategy(strategy), stream=True
         )
-        return AnswerStream(self._sync_driver().run_streaming(flow))
+        return AnswerStream(_text_at_least_once(self._sync_driver().run_streaming(flow)))
 
     def astream(
         self,
@@ -389,12 +396,16 @@ class ExpertPrompter:
         strategy: Strategy | None = None,
     ) -> AsyncAnswerStream:
         """Async twin of :meth:`stream`: ``async for chunk in ep.astream(...)``."""
-        flow = answer_flow(
+        flow = strategy_flow(
             self.planner, instruction, input, identity, self._strategy(strategy), stream=True
         )
 
         async def chunks() -> AsyncGenerator[str | ExpertAnswer, None]:
+            shown = False
             async for item in self._async_driver().run_streaming(flow):
+                if isinstance(item, ExpertAnswer) and not shown and item.answer:
+                    yield item.answer  # nothing streamed (multi-expert): the answer, whole
+                shown = shown or isinstance(item, str)
                 yield item
 
         return AsyncAnswerStream(chunks())
@@ -511,6 +522,25 @@ class ExpertPrompter:
     def __repr__(self) -> str:
         c = self.config
         return f"ExpertPrompter(model={c.model!r}, strategy={c.strategy!r})"
+
+
+def _text_at_least_once(
+    chunks: Generator[str, None, ExpertAnswer],
+) -> Generator[str, None, ExpertAnswer]:
+    """Pass streamed text through; a flow that streamed nothing (multi-expert) gives its
+    answer as one piece, so iterating a stream always shows the answer."""
+    shown = False
+    while True:
+        try:
+            chunk = next(chunks)
+        except StopIteration as stop:
+            result: ExpertAnswer = stop.value
+            break
+        shown = True
+        yield chunk
+    if not shown and result.answer:
+        yield result.answer
+    return result
 
 
 def _bad_item(index: int, raw: Any, exc: ValueError) -> FailedItem:

@@ -11,12 +11,14 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["ExpertAnswer", "ExpertIdentity", "RequestRecord", "Strategy", "Usage"]
+__all__ = ["ExpertAnswer", "ExpertIdentity", "ExpertView", "RequestRecord", "Strategy", "Usage"]
 
-Strategy = Literal["expert", "vanilla", "static"]
-"""``expert``: the method; ``vanilla``: the instruction alone; ``static``: a fixed expert prefix."""
+Strategy = str
+"""A strategy's name. Built in: ``expert`` (the method), ``vanilla`` (the instruction alone),
+``static`` (a fixed expert prefix), ``multi-expert`` (several experts, then an aggregation);
+users add their own by template (``ExpertPrompter(strategies={...})``)."""
 
-Step = Literal["identity", "answer", "verdict"]
+Step = Literal["identity", "answer", "verdict", "experts"]
 
 
 class Usage(BaseModel):
@@ -83,6 +85,13 @@ class ExpertIdentity(BaseModel):
         return self.description
 
 
+class ExpertView(BaseModel):
+    """One expert of a ``multi-expert`` answer: who, and what they answered."""
+
+    expert: str
+    answer: str
+
+
 class ExpertAnswer(BaseModel):
     """The answer to an instruction, with the identity it was answered as and what it cost."""
 
@@ -110,6 +119,17 @@ class ExpertAnswer(BaseModel):
         default=False, description="The identity came from the cache (it spent no tokens)."
     )
     id: str | None = Field(default=None, description="The item's id, in results of answer_many().")
+    experts: list[ExpertView] | None = Field(
+        default=None, description="multi-expert: each expert and its own answer."
+    )
+    aggregation: str | None = Field(
+        default=None, description="multi-expert: the aggregation reply, whole."
+    )
+    chosen: int | None = Field(
+        default=None,
+        description="multi-expert: the response picked as best (1..n an expert, n+1 the "
+        "combined answer).",
+    )
 
     def _repr_markdown_(self) -> str:
         def quote(text: str) -> str:

@@ -18,11 +18,12 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from .async_driver import AsyncDriver
-from .core import Planner, answer_flow
+from .core import Planner
 from .dataset import DatasetItem, FailedItem
 from .errors import ConfigurationError, ExpertPromptingError
 from .progress import Progress
 from .results import ExpertAnswer, Strategy, Usage
+from .strategies import strategy_flow
 
 __all__ = ["ItemResult", "RunStats", "TooManyErrorsError", "run_items", "run_sync"]
 
@@ -104,7 +105,7 @@ async def _answer_one(
     driver: AsyncDriver, planner: Planner, index: int, item: DatasetItem, strategy: Strategy
 ) -> ItemResult:
     try:
-        flow = answer_flow(planner, item.instruction, item.input, None, strategy)
+        flow = strategy_flow(planner, item.instruction, item.input, None, strategy)
         result = await driver.run(flow)
     except asyncio.CancelledError:
         raise

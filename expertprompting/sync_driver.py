@@ -137,22 +137,28 @@ class SyncDriver:
                 close()
         return tracker.exchange()
 
-    def run(self, flow: Generator[ChatRequest, Exchange, T]) -> T:
-        """Drive a flow to its result."""
+    def run(self, flow: Generator[Any, Any, T]) -> T:
+        """Drive a flow to its result (a list of requests is sent one after another)."""
         request = next(flow)
         while True:
-            exchange = self.fetch(request)
+            if isinstance(request, list):
+                exchange: Any = [self.fetch(r) for r in request]
+            else:
+                exchange = self.fetch(request)
             try:
                 request = flow.send(exchange)
             except StopIteration as stop:
                 result: T = stop.value
                 return result
 
-    def run_streaming(self, flow: Generator[ChatRequest, Exchange, T]) -> Generator[str, None, T]:
+    def run_streaming(self, flow: Generator[Any, Any, T]) -> Generator[str, None, T]:
         """Drive a flow, streaming the text of its streaming requests."""
         request = next(flow)
         while True:
-            if request.stream:
+            exchange: Any
+            if isinstance(request, list):
+                exchange = [self.fetch(r) for r in request]
+            elif request.stream:
                 exchange = yield from self.stream(request)
             else:
                 exchange = self.fetch(request)

@@ -23,7 +23,16 @@ from .errors import TemplateError
 __all__ = ["PromptTemplate", "TemplateKind", "TemplateSource", "load_template"]
 
 TemplateKind = Literal[
-    "identity", "identity_system", "identity_turn", "answer", "static", "vanilla", "judge"
+    "identity",
+    "identity_system",
+    "identity_turn",
+    "answer",
+    "static",
+    "vanilla",
+    "judge",
+    "experts",
+    "aggregate",
+    "strategy",
 ]
 TemplateSource = str | os.PathLike[str]
 
@@ -35,6 +44,9 @@ _REQUIRED: dict[TemplateKind, frozenset[str]] = {
     "static": frozenset({"instruction"}),
     "vanilla": frozenset({"instruction"}),
     "judge": frozenset({"question", "answer_1", "answer_2"}),
+    "experts": frozenset({"instruction", "n"}),
+    "aggregate": frozenset({"instruction", "answers"}),
+    "strategy": frozenset({"instruction"}),
 }
 _ALLOWED: dict[TemplateKind, frozenset[str]] = {
     "identity": frozenset({"instruction", "input", "exemplars"}),
@@ -44,6 +56,9 @@ _ALLOWED: dict[TemplateKind, frozenset[str]] = {
     "static": frozenset({"instruction", "input"}),
     "vanilla": frozenset({"instruction", "input"}),
     "judge": frozenset({"question", "answer_1", "answer_2"}),
+    "experts": frozenset({"instruction", "input", "n"}),
+    "aggregate": frozenset({"instruction", "input", "answers"}),
+    "strategy": frozenset({"instruction", "input"}),
 }
 
 _ENV = ImmutableSandboxedEnvironment(

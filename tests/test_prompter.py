@@ -114,7 +114,7 @@ def test_baselines_are_one_argument_away(
     server: FakeOpenAIServer, make_prompter: Make, strategy: str
 ) -> None:
     ep = make_prompter()
-    r = ep.answer(INSTRUCTION, input="for a ten-year-old", strategy=strategy)  # type: ignore[arg-type]
+    r = ep.answer(INSTRUCTION, input="for a ten-year-old", strategy=strategy)
     assert len(server.chat_requests) == 1
     sent = server.chat_requests[0].json["messages"][0]["content"]
     assert r.expert_identity is None
@@ -133,7 +133,7 @@ def test_prompter_level_strategy(server: FakeOpenAIServer, make_prompter: Make) 
     assert ep.answer(INSTRUCTION).strategy == "vanilla"
     assert len(server.chat_requests) == 1
     with pytest.raises(ConfigurationError, match="Unknown strategy"):
-        ep.answer(INSTRUCTION, strategy="guru")  # type: ignore[arg-type]
+        ep.answer(INSTRUCTION, strategy="guru")
 
 
 def test_template_syntax_in_user_text_reaches_the_model_verbatim(
