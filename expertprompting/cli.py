@@ -385,7 +385,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--base-url", help="an OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1"
     )
-    group.add_argument("--strategy", choices=["expert", "vanilla", "static"])
+    group.add_argument("--strategy", choices=["expert", "vanilla", "static", "multi-expert"])
     group.add_argument("--temperature", type=float)
     group.add_argument("--max-tokens", type=int, help="cap on the answer's length")
     group.add_argument("--seed", type=int, help="fixed sampling seed, for reproducible runs")
