@@ -61,7 +61,15 @@ def test_ctrl_c_stops_cleanly_and_keeps_finished_rows(tmp_path: Path) -> None:
     with FakeOpenAIServer(latency=0.02) as server:
         command = [EXE, "generate", str(source), "-o", str(out), "--base-url", server.base_url]
         command += ["--concurrency", "4", "--no-progress"]
-        run = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
+        # A shell's background jobs start with SIGINT ignored, and Python keeps it that way;
+        # restore the default so the child sees Ctrl-C however the suite was started.
+        run = subprocess.Popen(
+            command,
+            env=env,
+            stderr=subprocess.PIPE,
+            text=True,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if out.exists() and out.read_bytes().count(b"\n") >= 10:
