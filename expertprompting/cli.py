@@ -255,6 +255,9 @@ def _judge(args: argparse.Namespace) -> Any:
         settings["base_url"] = args.base_url
     if args.seed is not None:
         settings["seed"] = args.seed
+    cache = getattr(args, "judge_cache", None)
+    if cache:
+        settings["cache"] = cache
     return Judge(model=model, **settings)
 
 
@@ -457,6 +460,7 @@ def build_parser() -> argparse.ArgumentParser:
     judge.add_argument("--judge-model", help="the judge (default: as --model resolves)")
     judge.add_argument("-o", "--output", metavar="VERDICTS", help="default A.verdicts.jsonl")
     judge.add_argument("--concurrency", type=int, default=8)
+    judge.add_argument("--judge-cache", metavar="PATH", help="reuse verdicts (SQLite file)")
     judge.add_argument("--no-progress", action="store_true")
     _common(judge)
     judge.set_defaults(command=cmd_judge)
@@ -474,6 +478,7 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument("--judge-model", help="the judge (default: the answering model)")
     comp.add_argument("-o", "--output", required=True, metavar="DIR")
     comp.add_argument("--concurrency", type=int, default=8)
+    comp.add_argument("--judge-cache", metavar="PATH", help="reuse verdicts (SQLite file)")
     comp.add_argument("--no-progress", action="store_true")
     _common(comp)
     comp.set_defaults(command=cmd_compare)

@@ -275,6 +275,8 @@ class Judge:
     :class:`~expertprompting.ExpertPrompter` (``base_url``, ``api_key``, ``client``,
     ``retry``, ``max_total_tokens``...); ``template=`` replaces the judge prompt (variables
     ``question``, ``answer_1``, ``answer_2``). Verdicts use temperature 0 unless set.
+    ``cache=`` (off by default; a path for a SQLite file) reuses verdicts of identical
+    requests, across runs and comparisons.
     """
 
     def __init__(
@@ -322,7 +324,9 @@ class Judge:
         for attempt in (1, 2):  # an unreadable verdict is asked for once more
             sent = request.for_attempt(attempt)
             try:
-                exchange = await driver.execute(sent)
+                # the first ask may come from the cache; the second always goes out afresh
+                fetch = driver.fetch if attempt == 1 else driver.execute
+                exchange = await fetch(sent)
             except ExpertPromptingError as exc:
                 return Verdict(
                     order=order,

@@ -182,3 +182,21 @@ def test_judging_resumes_from_the_verdicts_file(server: FakeOpenAIServer, tmp_pa
     assert report.pairs == 5
     assert report.ties == 5  # "7 6" in both orders: each answer averages 6.5
     assert len(verdicts.read_text().splitlines()) == 5
+
+
+def test_a_verdict_cache_spares_repeat_requests(server: FakeOpenAIServer, tmp_path: Path) -> None:
+    server.responder = lambda req: Reply(content="8 6")
+    _answers(tmp_path / "a.jsonl", {"1": "alpha", "2": "beta"})
+    _answers(tmp_path / "b.jsonl", {"1": "gamma", "2": "delta"})
+    cache = tmp_path / "verdicts.sqlite"
+    first = Judge(model="gpt-4o", base_url=server.base_url, cache=cache)
+    first.judge_files(
+        tmp_path / "a.jsonl", tmp_path / "b.jsonl", tmp_path / "v1.jsonl", progress=False
+    )
+    assert len(server.chat_requests) == 4
+    again = Judge(model="gpt-4o", base_url=server.base_url, cache=cache)
+    report = again.judge_files(
+        tmp_path / "a.jsonl", tmp_path / "b.jsonl", tmp_path / "v2.jsonl", progress=False
+    )
+    assert len(server.chat_requests) == 4  # a new verdicts file, but every verdict cached
+    assert report.ties == 2
