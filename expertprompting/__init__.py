@@ -6,6 +6,7 @@
 >>> print(r.expert_identity, r.answer, sep="\\n\\n")                   # doctest: +SKIP
 """
 
+from .compare import CompareResult, compare
 from .config import ModelPrice, PrompterConfig, RetryPolicy, RunBudget
 from .dataset import DatasetItem, FailedItem
 from .errors import (
@@ -21,6 +22,7 @@ from .errors import (
 )
 from .exemplars import Exemplar, default_exemplars, load_exemplars
 from .generate import GenerateSummary
+from .judge import ComparisonReport, Judge, PairVerdict, Verdict
 from .prompter import AnswerStream, AsyncAnswerStream, ExpertPrompter
 from .results import ExpertAnswer, ExpertIdentity, RequestRecord, Strategy, Usage
 from .runner import TooManyErrorsError
@@ -32,6 +34,8 @@ __all__ = [
     "AnswerStream",
     "AsyncAnswerStream",
     "BudgetExceededError",
+    "CompareResult",
+    "ComparisonReport",
     "ConfigurationError",
     "DatasetItem",
     "Exemplar",
@@ -41,7 +45,9 @@ __all__ = [
     "ExpertPromptingError",
     "FailedItem",
     "GenerateSummary",
+    "Judge",
     "ModelPrice",
+    "PairVerdict",
     "PrompterConfig",
     "RateLimitError",
     "RequestError",
@@ -57,7 +63,9 @@ __all__ = [
     "TokenCounter",
     "TooManyErrorsError",
     "Usage",
+    "Verdict",
     "__version__",
+    "compare",
     "count_tokens",
     "default_exemplars",
     "load_exemplars",

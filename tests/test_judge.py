@@ -7,12 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from expertprompting.errors import TemplateError
+from expertprompting.errors import ConfigurationError, TemplateError
 from expertprompting.judge import (
     Judge,
     PairVerdict,
     Verdict,
     build_report,
+    match_rows,
     parse_verdict,
     score_pair,
 )
@@ -200,3 +201,44 @@ def test_a_verdict_cache_spares_repeat_requests(server: FakeOpenAIServer, tmp_pa
     )
     assert len(server.chat_requests) == 4  # a new verdicts file, but every verdict cached
     assert report.ties == 2
+
+
+def _rows(path: Path, rows: list[dict[str, object]]) -> None:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+
+
+def test_rows_without_ids_are_matched_by_instruction_and_input(tmp_path: Path) -> None:
+    _rows(
+        tmp_path / "a.jsonl",
+        [
+            {"instruction": "Sum", "input": "1 2", "answer": "3", "category": "math"},
+            {"instruction": "Sum", "input": "2 2", "answer": "4"},
+            {"instruction": "Only in A", "answer": "x"},
+            {"instruction": "Failed in A", "answer": None, "error": "timeout"},
+        ],
+    )
+    _rows(
+        tmp_path / "b.jsonl",
+        [  # another order, and one row only B has
+            {"instruction": "Failed in A", "answer": "y"},
+            {"instruction": "Sum", "input": "2 2", "answer": "four"},
+            {"instruction": "Sum", "input": "1 2", "answer": "three"},
+            {"instruction": "Only in B", "answer": "z"},
+        ],
+    )
+    matched = match_rows(tmp_path / "a.jsonl", tmp_path / "b.jsonl")
+    assert [(m[1], m[2], m[3], m[4]) for m in matched] == [
+        ("Sum\n\n1 2", "math", "3", "three"),
+        ("Sum\n\n2 2", None, "4", "four"),
+    ]
+
+
+def test_files_with_nothing_in_common_are_a_clear_error(tmp_path: Path) -> None:
+    _answers(tmp_path / "a.jsonl", {"1": "alpha"})
+    _answers(tmp_path / "b.jsonl", {"2": "beta"})
+    judge = Judge(model="gpt-4o", base_url="http://127.0.0.1:9/v1", api_key="unused")
+    with pytest.raises(ConfigurationError, match=r"No rows of .* match rows of"):
+        judge.judge_files(
+            tmp_path / "a.jsonl", tmp_path / "b.jsonl", tmp_path / "v.jsonl", progress=False
+        )
+    assert not (tmp_path / "v.jsonl").exists()
