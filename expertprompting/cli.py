@@ -103,11 +103,30 @@ def _prompter(args: argparse.Namespace, **extra: Any) -> Any:
     }
     if args.base_url and not local:
         settings["base_url"] = args.base_url
+    settings.update(_retry_setting(args))
     settings.update(extra)
     return ExpertPrompter(model=model, **settings)
 
 
 # -- shared helpers ----------------------------------------------------------------------------
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, not {text!r}")
+    return value
+
+
+def _retry_setting(args: argparse.Namespace) -> dict[str, Any]:
+    from .config import RetryPolicy
+
+    if args.max_attempts is None:
+        return {}
+    return {"retry": RetryPolicy(max_attempts=args.max_attempts)}
+
+
 def _instruction(value: str, stdin: TextIO) -> str:
     text = stdin.read() if value == "-" else value
     if not text.strip():
@@ -255,6 +274,7 @@ def _judge(args: argparse.Namespace) -> Any:
         settings["base_url"] = args.base_url
     if args.seed is not None:
         settings["seed"] = args.seed
+    settings.update(_retry_setting(args))
     cache = getattr(args, "judge_cache", None)
     if cache:
         settings["cache"] = cache
@@ -392,6 +412,12 @@ def _common(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--temperature", type=float)
     group.add_argument("--max-tokens", type=int, help="cap on the answer's length")
     group.add_argument("--seed", type=int, help="fixed sampling seed, for reproducible runs")
+    group.add_argument(
+        "--max-attempts",
+        type=_positive_int,
+        metavar="N",
+        help="attempts per request, the first included, before an item fails (3)",
+    )
     out = parser.add_argument_group("output")
     out.add_argument("--json", action="store_true", help="print the whole result as JSON")
     out.add_argument("-v", "--verbose", action="store_true", help="usage summary on stderr")

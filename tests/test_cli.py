@@ -123,6 +123,25 @@ def test_debug_shows_the_traceback(server: FakeOpenAIServer) -> None:
     assert "Traceback" in result.stderr
 
 
+def test_max_attempts_sets_how_often_a_request_is_tried(server: FakeOpenAIServer) -> None:
+    server.script(
+        Reply(status=500), Reply(status=500), Reply(content=IDENTITY), Reply(content=ANSWER)
+    )
+    patient = run("answer", "Tides?", "--base-url", server.base_url, "--max-attempts", "3")
+    assert patient.returncode == 0, patient.stderr
+    assert len(server.chat_requests) == 4
+    server.script(Reply(status=500), Reply(content=IDENTITY), Reply(content=ANSWER))
+    hasty = run("answer", "Tides?", "--base-url", server.base_url, "--max-attempts", "1")
+    assert hasty.returncode == 1
+    assert len(server.chat_requests) == 5  # the one attempt, then the error
+    assert "HTTP 500" in hasty.stderr
+    for bad in ("0", "two"):
+        refused = run("answer", "x", "--base-url", server.base_url, "--max-attempts", bad)
+        assert refused.returncode == 2
+        assert "--max-attempts: must be a whole number of at least 1" in refused.stderr
+    assert len(server.chat_requests) == 5
+
+
 def test_usage_errors_exit_2() -> None:
     assert run("answer").returncode == 2  # argparse: missing instruction
     assert run("answer", "x", "--temperature", "hot").returncode == 2

@@ -31,7 +31,9 @@ def test_sigkill_then_rerun_loses_and_duplicates_nothing(tmp_path: Path) -> None
     with FakeOpenAIServer(latency=0.01) as server:
         server.responder = faulty_responder(server.default_responder, 0.1, seed=3)
         command = [EXE, "generate", str(source), "-o", str(out), "--base-url", server.base_url]
-        command += ["--concurrency", "8", "--no-progress", "--cache", "off"]
+        # 10% of replies fail; 8 attempts make an item that fails every one of them (1e-8 a
+        # request) practically impossible, so the run's outcome does not hang on the dice
+        command += ["--concurrency", "8", "--no-progress", "--cache", "off", "--max-attempts", "8"]
         first = subprocess.Popen(command, env=env, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
