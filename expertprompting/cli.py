@@ -104,6 +104,9 @@ def _prompter(args: argparse.Namespace, **extra: Any) -> Any:
     if args.base_url and not local:
         settings["base_url"] = args.base_url
     settings.update(_retry_setting(args))
+    custom = _strategy_templates(args.strategy_template)
+    if custom:
+        settings["strategies"] = custom
     settings.update(extra)
     return ExpertPrompter(model=model, **settings)
 
@@ -117,6 +120,18 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, not {text!r}")
     return value
+
+
+def _strategy_templates(specs: list[str]) -> dict[str, Path]:
+    templates: dict[str, Path] = {}
+    for spec in specs:
+        name, sep, file = spec.partition("=")
+        if not sep or not name.strip() or not file.strip():
+            raise UsageError(
+                f"--strategy-template takes NAME=FILE, e.g. socratic=socratic.jinja, not {spec!r}"
+            )
+        templates[name.strip()] = Path(file.strip())  # read and checked by the prompter
+    return templates
 
 
 def _retry_setting(args: argparse.Namespace) -> dict[str, Any]:
@@ -408,7 +423,18 @@ def _common(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--base-url", help="an OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1"
     )
-    group.add_argument("--strategy", choices=["expert", "vanilla", "static", "multi-expert"])
+    group.add_argument(
+        "--strategy",
+        metavar="NAME",
+        help="expert (default), vanilla, static, multi-expert, or one named by --strategy-template",
+    )
+    group.add_argument(
+        "--strategy-template",
+        action="append",
+        default=[],
+        metavar="NAME=FILE",
+        help="add a strategy: a Jinja template file seeing instruction and input (repeatable)",
+    )
     group.add_argument("--temperature", type=float)
     group.add_argument("--max-tokens", type=int, help="cap on the answer's length")
     group.add_argument("--seed", type=int, help="fixed sampling seed, for reproducible runs")

@@ -214,6 +214,7 @@ class ExpertPrompter:
                     f"strategies= cannot name a strategy {name!r}: it is empty or built in."
                 )
             self._custom[name] = templates[name] = load_template("strategy", source)
+        check_strategy(self.config.strategy, self._custom)
         self.counter = token_counter or (
             LlamaCounter(self._local) if self._local is not None else TiktokenCounter(model)
         )

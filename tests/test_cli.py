@@ -142,6 +142,29 @@ def test_max_attempts_sets_how_often_a_request_is_tried(server: FakeOpenAIServer
     assert len(server.chat_requests) == 5
 
 
+def test_strategy_templates_add_strategies(server: FakeOpenAIServer, tmp_path: Path) -> None:
+    template = tmp_path / "socratic.jinja"
+    template.write_text("Ask three questions first.\n\n{{ instruction }}", encoding="utf-8")
+    server.script(Reply(content=ANSWER))
+    base = ["--base-url", server.base_url, "--strategy-template", f"socratic={template}"]
+    result = run("answer", "Tides?", *base, "--strategy", "socratic", "--json")
+    assert result.returncode == 0, result.stderr
+    assert ExpertAnswer.model_validate_json(result.stdout).strategy == "socratic"
+    (req,) = server.chat_requests
+    assert req.messages[-1]["content"] == "Ask three questions first.\n\nTides?"
+    unknown = run("answer", "Tides?", *base, "--strategy", "wizard")
+    assert unknown.returncode == 2
+    assert "Unknown strategy 'wizard'" in unknown.stderr
+    assert "'socratic'" in unknown.stderr
+    malformed = run("answer", "Tides?", "--base-url", server.base_url, "--strategy-template", "x")
+    assert malformed.returncode == 2
+    assert "NAME=FILE" in malformed.stderr
+    missing = run("answer", "x", "--base-url", server.base_url, "--strategy-template", "s=nope.j2")
+    assert missing.returncode == 2
+    assert "nope.j2" in missing.stderr
+    assert len(server.chat_requests) == 1
+
+
 def test_usage_errors_exit_2() -> None:
     assert run("answer").returncode == 2  # argparse: missing instruction
     assert run("answer", "x", "--temperature", "hot").returncode == 2

@@ -133,3 +133,24 @@ def test_compare_on_the_bundled_model_finishes_with_odd_verdicts_counted(
     assert all(v["attempts"] == 2 for v in unreadable)  # each retried once before giving up
     assert (out / "report.md").read_text().startswith("# Strategy comparison")
     assert (out / "wtl.svg").exists()
+
+
+def test_compare_command_takes_a_strategy_of_ours(
+    server: FakeOpenAIServer, questions: Path, tmp_path: Path
+) -> None:
+    server.responder = world
+    template = tmp_path / "terse.jinja"
+    template.write_text("Answer in one word.\n\n{{ instruction }}", encoding="utf-8")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENAI_")}
+    out = tmp_path / "cmp"
+    command = [EXE, "compare", str(questions), "--strategies", "vanilla,terse", "-o", str(out)]
+    command += ["--strategy-template", f"terse={template}", "--base-url", server.base_url]
+    command += ["--model", "gpt-4o-mini", "--judge-model", "gpt-4o", "--json", "--no-progress"]
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    (report,) = json.loads(done.stdout)["reports"]
+    assert (report["a"], report["b"], report["pairs"]) == ("terse", "vanilla", 3)
+    rows = [json.loads(line) for line in (out / "answers-terse.jsonl").open()]
+    assert {row["strategy"] for row in rows} == {"terse"}
+    terse = [r for r in server.chat_requests if r.messages[-1]["content"].startswith("Answer in")]
+    assert len(terse) == 3

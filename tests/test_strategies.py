@@ -155,3 +155,10 @@ def test_user_strategies_are_templates(server: FakeOpenAIServer, make_prompter: 
         make_prompter(strategies={"expert": "{{ instruction }}"})
     with pytest.raises(Exception, match="instruction"):
         make_prompter(strategies={"bad": "no variables here"})
+    # the default strategy is checked when the prompter is built, not at its first call
+    with pytest.raises(ConfigurationError, match="Unknown strategy 'wizard'"):
+        make_prompter(strategy="wizard")
+    custom_default = make_prompter(
+        strategy="socratic", strategies={"socratic": "{{ instruction }}"}
+    )
+    assert custom_default.answer("Tides?").strategy == "socratic"
