@@ -217,7 +217,12 @@ def build_report(a: str, b: str, pairs: Sequence[PairVerdict]) -> ComparisonRepo
 
 # -- matching rows of two answer files ---------------------------------------------------------
 def _read_jsonl(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
-    with Path(path).open(encoding="utf-8") as handle:
+    file = Path(path)
+    try:
+        handle = file.open(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigurationError(f"Cannot read the answers file {path}: {exc.strerror}.") from exc
+    with handle:
         for number, line in enumerate(handle, start=1):
             if not line.strip():
                 continue

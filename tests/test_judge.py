@@ -242,3 +242,7 @@ def test_files_with_nothing_in_common_are_a_clear_error(tmp_path: Path) -> None:
             tmp_path / "a.jsonl", tmp_path / "b.jsonl", tmp_path / "v.jsonl", progress=False
         )
     assert not (tmp_path / "v.jsonl").exists()
+    with pytest.raises(ConfigurationError, match=r"Cannot read the answers file .*missing\.jsonl"):
+        judge.judge_files(
+            tmp_path / "a.jsonl", tmp_path / "missing.jsonl", tmp_path / "v.jsonl", progress=False
+        )
