@@ -327,6 +327,15 @@ def cmd_judge(args: argparse.Namespace) -> int:
     else:
         _print_report(report, sys.stdout)
     print(f"verdicts: {verdicts}", file=sys.stderr)
+    if report.failed:
+        from .generate import default_errors_path
+
+        errors = default_errors_path(verdicts)
+        print(
+            f"{report.failed} pairs could not be judged (see {errors}); rerun to judge them",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 
@@ -350,6 +359,11 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if args.json:
         data = result.model_dump(exclude={"reports": {"__all__": {"verdicts"}}})
         sys.stdout.write(json.dumps(data, indent=2) + "\n")
+    for gap in result.gaps():
+        print(f"note: {gap}", file=sys.stderr)
+    if result.failed:
+        print("rerun the same command to retry what failed", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel
 
 from .errors import ConfigurationError
-from .generate import GenerateSummary, generate
+from .generate import GenerateSummary, default_errors_path, generate
 from .judge import ComparisonReport, Judge
 
 if TYPE_CHECKING:
@@ -39,6 +39,27 @@ class CompareResult(BaseModel):
     strategies: list[str]
     generation: dict[str, GenerateSummary]
     reports: list[ComparisonReport]
+
+    @property
+    def failed(self) -> int:
+        """Answers and judgements that failed this run; rerunning ``compare`` retries them."""
+        return sum(g.failed for g in self.generation.values()) + sum(r.failed for r in self.reports)
+
+    def gaps(self) -> list[str]:
+        """One line per thing missing from the comparison, and where to see why."""
+        lines = []
+        for name, g in self.generation.items():
+            if g.failed:
+                lines.append(f"{name}: {g.failed} answers failed (see {g.errors_file})")
+            if g.input_problems:
+                lines.append(
+                    f"{name}: {g.input_problems} input rows unusable (see {g.errors_file})"
+                )
+        for r in self.reports:
+            if r.failed:
+                errors = default_errors_path(Path(self.folder) / f"verdicts-{r.a}-vs-{r.b}.jsonl")
+                lines.append(f"{r.a} vs {r.b}: {r.failed} pairs not judged (see {errors})")
+        return lines
 
 
 def wtl_svg(reports: Sequence[ComparisonReport], width: int = 640) -> str:
@@ -132,13 +153,21 @@ def render_markdown(result: CompareResult, judge_model: str, answer_model: str) 
                 f"| {c.category} | {c.wins} | {c.ties} | {c.losses} | {c.unparsed} |"
                 for c in r.categories
             ]
-    lines += ["", "## Generation", "", "| strategy | answered | failed | requests | tokens |"]
-    lines.append("|---|---|---|---|---|")
+    lines += ["", "## Generation", ""]
+    lines.append("| strategy | answered | failed | unusable input rows | requests | tokens |")
+    lines.append("|---|---|---|---|---|---|")
     for name, g in result.generation.items():
         done = g.done + g.already_done
         lines.append(
-            f"| {name} | {done} | {g.failed} | {g.usage.requests} | {g.usage.total_tokens} |"
+            f"| {name} | {done} | {g.failed} | {g.input_problems} | {g.usage.requests} "
+            f"| {g.usage.total_tokens} |"
         )
+    gaps = result.gaps()
+    if gaps:
+        lines += ["", "## Gaps", ""]
+        lines += [f"- {gap}" for gap in gaps]
+        if result.failed:
+            lines += ["", "Failed answers and judgements are retried by running `compare` again."]
     lines += [
         "",
         "## Caveats",

@@ -9,7 +9,9 @@ always prefers whichever answer comes second therefore produces only ties.
 
 A verdict that cannot be read is asked for once more; if it still cannot be read it is recorded
 as unparsed. A pair with no readable order counts as unparsed, never as a win, loss or tie; a
-pair with one readable order is scored from that order alone.
+pair with one readable order is scored from that order alone. A pair whose request failed (an
+HTTP error after the retries, a budget refusal) is not a verdict at all: it goes to the errors
+file with its reason, counts as failed, and a rerun judges it again.
 
 Parsing (:func:`parse_verdict`), scoring (:func:`score_pair`) and the report
 (:func:`build_report`) are pure functions; :class:`Judge` sends the requests through the same
@@ -32,6 +34,7 @@ from pydantic import BaseModel, Field
 from .core import ChatRequest, plan_room
 from .dataset import ResultWriter, read_done_ids, repair_jsonl
 from .errors import ConfigurationError, ExpertPromptingError
+from .generate import default_errors_path
 from .progress import Progress
 from .runner import RunStats, check_concurrency, run_sync
 from .templating import TemplateSource, load_template
@@ -159,6 +162,11 @@ class ComparisonReport(BaseModel):
     ties: int
     losses: int
     unparsed: int = Field(description="Questions with no readable verdict in either order.")
+    failed: int = Field(
+        default=0,
+        description="Questions whose judging failed this run (see the errors file); a rerun "
+        "judges them again. Not among the pairs.",
+    )
     unparsed_verdicts: int = Field(description="Single verdicts that could not be read.")
     adjusted_win_rate: float | None = Field(
         description="(wins + ties/2) / (wins + ties + losses): A's side; None with no scored pair."
@@ -176,8 +184,8 @@ class ComparisonReport(BaseModel):
     verdicts: list[PairVerdict] = Field(default_factory=list, description="Every raw verdict.")
 
 
-def build_report(a: str, b: str, pairs: Sequence[PairVerdict]) -> ComparisonReport:
-    """The figures of a comparison from its pair verdicts."""
+def build_report(a: str, b: str, pairs: Sequence[PairVerdict], failed: int = 0) -> ComparisonReport:
+    """The figures of a comparison from its pair verdicts (``failed``: pairs not judged)."""
     count: dict[str, int] = defaultdict(int)
     by_category: dict[str, CategoryRow] = {}
     sum_a = sum_b = 0.0
@@ -203,6 +211,7 @@ def build_report(a: str, b: str, pairs: Sequence[PairVerdict]) -> ComparisonRepo
         ties=count["tie"],
         losses=count["loss"],
         unparsed=count["unparsed"],
+        failed=failed,
         unparsed_verdicts=sum(v.scores is None for p in pairs for v in p.verdicts),
         adjusted_win_rate=(count["win"] + count["tie"] / 2) / scored if scored else None,
         score_sum_a=sum_a,
@@ -377,6 +386,7 @@ class Judge:
         concurrency: int = 8,
         rpm: float | None = None,
         tpm: float | None = None,
+        errors_path: str | os.PathLike[str] | None = None,
         progress: bool = True,
     ) -> ComparisonReport:
         """Async twin of :meth:`judge_files`."""
@@ -386,20 +396,30 @@ class Judge:
             raise ConfigurationError(
                 f"No rows of {a_path} match rows of {b_path} (by id, else by instruction)."
             )
+        errors = (
+            Path(errors_path) if errors_path is not None else default_errors_path(verdicts_path)
+        )
         repair_jsonl(verdicts_path)
         done = read_done_ids(verdicts_path)
         todo = [p for p in pairs if p[0] not in done]
         bar = Progress(len(todo), enabled=progress)
         stats = RunStats()
         gate = asyncio.Semaphore(concurrency)
-        with ResultWriter(verdicts_path) as out:
+        # this run's failures only: earlier ones are judged again, as generate retries items
+        with ResultWriter(verdicts_path) as out, ResultWriter(errors, truncate=True) as error_log:
             async with self.prompter._run_driver(rpm=rpm, tpm=tpm) as driver:
 
                 async def one(item: tuple[str, str, str | None, str, str]) -> None:
                     async with gate:
                         verdict = await self._judge_pair(driver, *item)
-                    out.write(json.loads(verdict.model_dump_json()))
-                    stats.done += 1
+                    failure = next((v.error for v in verdict.verdicts if v.error), None)
+                    if failure is None:
+                        out.write(json.loads(verdict.model_dump_json()))
+                        stats.done += 1
+                    else:
+                        row = {"kind": "pair", "id": verdict.id, "question": verdict.question}
+                        error_log.write({**row, "error": failure})
+                        stats.failed += 1
                     bar.update(stats)
 
                 try:
@@ -412,7 +432,7 @@ class Judge:
             for row in _read_jsonl(verdicts_path)
             if row.get("id") in wanted
         ]
-        return build_report(a_name, b_name, judged)
+        return build_report(a_name, b_name, judged, failed=stats.failed)
 
     def judge_files(
         self,
@@ -424,8 +444,10 @@ class Judge:
         """Judge every question answered in both files; resumable through ``verdicts_path``.
 
         Each pair's verdicts are appended to ``verdicts_path`` as soon as both orders are in;
-        rerunning skips pairs already there. Options: ``a_name``, ``b_name``, ``concurrency``,
-        ``rpm``, ``tpm``, ``progress``.
+        rerunning skips pairs already there. A pair whose request failed is written to
+        ``errors_path`` (default ``<verdicts>.errors.jsonl``) with its reason instead, counted in
+        the report's ``failed``, and judged again by a rerun. Options: ``a_name``, ``b_name``,
+        ``concurrency``, ``rpm``, ``tpm``, ``errors_path``, ``progress``.
         """
         return run_sync(self.ajudge_files(a_path, b_path, verdicts_path, **options))
 

@@ -154,3 +154,57 @@ def test_compare_command_takes_a_strategy_of_ours(
     assert {row["strategy"] for row in rows} == {"terse"}
     terse = [r for r in server.chat_requests if r.messages[-1]["content"].startswith("Answer in")]
     assert len(terse) == 3
+
+
+def test_compare_reports_its_gaps_and_a_rerun_fills_them(
+    server: FakeOpenAIServer, questions: Path, tmp_path: Path
+) -> None:
+    with questions.open("a", encoding="utf-8") as handle:
+        handle.write('{"id": "q4", "category": "writing"}\nnot json\n')
+
+    def haiku_refused(req: RecordedRequest) -> Reply:
+        if (
+            "haiku" in req.messages[-1]["content"]
+            and "### Answer from" not in req.messages[-1]["content"]
+        ):
+            return Reply(status=400, error_body={"error": {"message": "no poems today"}})
+        return world(req)
+
+    server.responder = haiku_refused
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENAI_")}
+    out = tmp_path / "cmp"
+    command = [EXE, "compare", str(questions), "-o", str(out), "--base-url", server.base_url]
+    command += ["--model", "gpt-4o-mini", "--judge-model", "gpt-4o", "--no-progress"]
+    first = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
+    assert first.returncode == 1, first.stderr
+    assert "vanilla: 1 answers failed" in first.stderr
+    assert "expert: 2 input rows unusable" in first.stderr
+    assert "rerun the same command" in first.stderr
+    report = (out / "report.md").read_text()
+    assert "## Gaps" in report
+    assert "| expert vs vanilla | 2 | 0 | 0 |" in report  # the haiku is not compared yet
+    assert "| vanilla | 2 | 1 | 2 |" in report
+    server.responder = world
+    second = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
+    assert second.returncode == 0, second.stderr
+    report = (out / "report.md").read_text()
+    assert "| expert vs vanilla | 3 | 0 | 0 |" in report
+    assert "answers failed" not in report
+    assert "input rows unusable" in report  # bad rows stay bad; noted, not fatal
+
+
+def test_judge_command_exits_1_when_pairs_could_not_be_judged(
+    server: FakeOpenAIServer, tmp_path: Path
+) -> None:
+    server.responder = lambda req: Reply(status=400)
+    for name in ("a", "b"):
+        rows = [{"id": "q1", "instruction": "Q", "answer": name}]
+        (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENAI_")}
+    command = [EXE, "judge", str(tmp_path / "a.jsonl"), str(tmp_path / "b.jsonl")]
+    command += ["--judge-model", "gpt-4o", "--base-url", server.base_url, "--no-progress"]
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 1
+    assert "1 pairs could not be judged" in done.stderr
+    assert "a.verdicts.errors.jsonl" in done.stderr
+    assert "0 unparsed of 0" in done.stdout

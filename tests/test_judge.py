@@ -246,3 +246,32 @@ def test_files_with_nothing_in_common_are_a_clear_error(tmp_path: Path) -> None:
         judge.judge_files(
             tmp_path / "a.jsonl", tmp_path / "missing.jsonl", tmp_path / "v.jsonl", progress=False
         )
+
+
+def test_a_failed_request_is_not_a_verdict_and_a_rerun_judges_it(
+    server: FakeOpenAIServer, tmp_path: Path
+) -> None:
+    def refuse_gamma(req: RecordedRequest) -> Reply:
+        if "gamma" in req.messages[-1]["content"]:
+            return Reply(status=400, error_body={"error": {"message": "content policy"}})
+        return Reply(content="8 6")
+
+    server.responder = refuse_gamma
+    _answers(tmp_path / "a.jsonl", {"1": "alpha", "2": "gamma"})
+    _answers(tmp_path / "b.jsonl", {"1": "beta", "2": "delta"})
+    judge = Judge(model="gpt-4o", base_url=server.base_url)
+    files = (tmp_path / "a.jsonl", tmp_path / "b.jsonl", tmp_path / "v.jsonl")
+    report = judge.judge_files(*files, progress=False)
+    assert (report.pairs, report.failed, report.ties, report.unparsed) == (1, 1, 1, 0)
+    assert [json.loads(line)["id"] for line in files[2].open()] == ["1"]
+    (error,) = [json.loads(line) for line in (tmp_path / "v.errors.jsonl").open()]
+    assert error["id"] == "2"
+    assert "HTTP 400" in error["error"]
+    assert "content policy" in error["error"]
+    server.responder = lambda req: Reply(content="8 6")
+    sent = len(server.chat_requests)
+    again = judge.judge_files(*files, progress=False)
+    assert len(server.chat_requests) - sent == 2  # only the failed pair, both orders
+    assert (again.pairs, again.failed, again.ties) == (2, 0, 2)
+    assert sorted(json.loads(line)["id"] for line in files[2].open()) == ["1", "2"]
+    assert (tmp_path / "v.errors.jsonl").read_text() == ""
