@@ -278,11 +278,14 @@ class ExpertPrompter:
             return AsyncOpenAITransport(self._async_client, self.config.timeout), None
         if self._client is not None:
             c = self._client
+            # the settings a sync client can carry over; an HTTP client or proxies cannot be
             client = openai.AsyncOpenAI(
                 api_key=c.api_key,
                 base_url=c.base_url,
                 organization=c.organization,
                 project=c.project,
+                default_headers=getattr(c, "_custom_headers", None),
+                default_query=getattr(c, "_custom_query", None),
             )
         else:
             client = openai.AsyncOpenAI(**self._openai_kwargs())

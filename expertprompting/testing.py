@@ -51,6 +51,7 @@ class RecordedRequest:
     body: bytes
     json: Any  # the parsed body, or None when it is empty or not JSON
     time: float  # time.monotonic() at arrival
+    query: str = ""  # the URL's query string, without the "?"
 
     @property
     def messages(self) -> list[Any]:
@@ -167,7 +168,7 @@ class _Handler(BaseHTTPRequestHandler):
                 parsed: Any = json.loads(body) if body else None
             except ValueError:
                 parsed = None
-            path = self.path.split("?", 1)[0]
+            path, _, query = self.path.partition("?")
             req = RecordedRequest(
                 method=self.command,
                 path=path,
@@ -175,6 +176,7 @@ class _Handler(BaseHTTPRequestHandler):
                 body=body,
                 json=parsed,
                 time=time.monotonic(),
+                query=query,
             )
             self.fake._record(req)
             if self.fake.latency > 0:

@@ -189,6 +189,23 @@ def test_sdk_retries_are_off_even_on_user_clients(server: FakeOpenAIServer) -> N
     assert ep.usage.total_tokens == 0
 
 
+def test_async_calls_keep_a_sync_clients_headers_and_query(server: FakeOpenAIServer) -> None:
+    client = openai.OpenAI(
+        base_url=server.base_url,
+        api_key="team-key",
+        default_headers={"X-Team": "search"},
+        default_query={"tenant": "t1"},
+    )
+    ep = ExpertPrompter(model="gpt-4o-mini", client=client)
+    results = ep.answer_many(["Why is the sky blue?"], progress=False)  # runs async inside
+    assert isinstance(results[0], ExpertAnswer)
+    assert len(server.chat_requests) == 2
+    for req in server.chat_requests:
+        assert req.headers["x-team"] == "search"
+        assert req.headers["authorization"] == "Bearer team-key"
+        assert req.query == "tenant=t1"
+
+
 def test_rate_limit_exhausted(server: FakeOpenAIServer, make_prompter: Make) -> None:
     ep = make_prompter(retry=RetryPolicy(max_attempts=2, initial_delay=0.01))
     server.script(*[Reply(status=429, headers={"retry-after": "0.01"})] * 2)
