@@ -7,6 +7,8 @@ exemplar choice, budgeting, retries and results are shared with the OpenAI path.
 
 Token counts are exact by construction: the messages are rendered with the model's own chat
 template (from the GGUF metadata) and tokenized here, and llama.cpp is handed those very tokens.
+Only the template's own text may produce control tokens: message contents are tokenized as
+plain text, so an instruction containing "<|im_end|>" cannot end its turn or open another.
 llama.cpp is not thread-safe, so one lock per loaded model serialises every generation, sync
 and async alike.
 """
@@ -16,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import os
+import re
 import threading
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -156,6 +159,11 @@ class _Template:
         )
 
 
+# Where each message's content sits in the rendered template: private-use characters no template
+# or tokenizer gives a meaning to.
+_SLOT = "\ue000{}\ue001"
+_SLOT_PATTERN = re.compile("\ue000(\\d+)\ue001")
+
 _LOADING = threading.Lock()
 _LOADED: dict[tuple[str, int | None], LocalModel] = {}
 
@@ -203,10 +211,33 @@ class LocalModel:
         return int(self.llama.n_ctx())
 
     def prompt_tokens(self, messages: Iterable[Mapping[str, Any]]) -> list[int]:
-        """The exact tokens a chat request with these messages feeds the model."""
-        text = self._template.render(messages)
-        add_bos = self._add_bos and not text.startswith(self._template.bos_token or "\0")
-        return list(self.llama.tokenize(text.encode("utf-8"), add_bos=add_bos, special=True))
+        """The exact tokens a chat request with these messages feeds the model.
+
+        The template's text is tokenized with its special tokens; each message's content as
+        plain text, so user text never becomes a control token. A template that transforms
+        the contents it is given (so that slotting them in would not give its own output)
+        falls back to tokenizing the whole rendered prompt with special tokens.
+        """
+        listed = [dict(m) for m in messages]
+        texts = {i: m["content"] for i, m in enumerate(listed) if isinstance(m.get("content"), str)}
+        slotted = [
+            {**m, "content": _SLOT.format(i)} if i in texts else m for i, m in enumerate(listed)
+        ]
+        pieces = _SLOT_PATTERN.split(self._template.render(slotted))
+        filled = [texts[int(p)] if k % 2 else p for k, p in enumerate(pieces)]
+        rendered = self._template.render(listed)
+        if "".join(filled) != rendered:
+            return self._tokenize(rendered, plain=False, first=True)
+        tokens: list[int] = []
+        for k, piece in enumerate(filled):
+            tokens += self._tokenize(piece, plain=bool(k % 2), first=not tokens)
+        return tokens
+
+    def _tokenize(self, text: str, *, plain: bool, first: bool) -> list[int]:
+        add_bos = first and self._add_bos and not text.startswith(self._template.bos_token or "\0")
+        if not text and not add_bos:
+            return []
+        return list(self.llama.tokenize(text.encode("utf-8"), add_bos=add_bos, special=not plain))
 
     def count_text(self, text: str) -> int:
         return len(self.llama.tokenize(text.encode("utf-8"), add_bos=False, special=False))
