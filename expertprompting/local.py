@@ -16,9 +16,11 @@ and async alike.
 from __future__ import annotations
 
 import asyncio
+import functools
 import importlib.util
 import os
 import re
+import secrets
 import threading
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -40,6 +42,7 @@ __all__ = [
     "LocalTransport",
     "bundled_model_path",
     "is_local_model",
+    "llama_class",
     "local_backend_available",
     "resolve_model_path",
 ]
@@ -117,6 +120,31 @@ def resolve_model_path(model: str) -> Path:
     return path
 
 
+@functools.cache
+def llama_class(llama_cpp: Any) -> Any:
+    """``llama_cpp.Llama`` with llama.cpp's extra buffer types (weight repacking) turned off.
+
+    On CPUs that report AMX, llama.cpp routes matrix products of repacked weights through its
+    AMX kernels, which crash the process (SIGSEGV) on some machines and VMs. The bundled
+    Q4_1 model gains nothing from repacking, so it is switched off. ``Llama.__init__`` builds
+    its model parameters and loads the model in one go; the property below sets the flag on
+    the parameters as they are assigned, before the model is loaded.
+    """
+
+    class Llama(llama_cpp.Llama):  # type: ignore[misc]
+        @property
+        def model_params(self) -> Any:
+            return self.__dict__["model_params"]
+
+        @model_params.setter
+        def model_params(self, value: Any) -> None:
+            if hasattr(value, "use_extra_bufts"):  # absent in older llama-cpp-python
+                value.use_extra_bufts = False
+            self.__dict__["model_params"] = value
+
+    return Llama
+
+
 def _load_llama(path: Path, n_ctx: int | None) -> Any:
     try:
         import llama_cpp
@@ -125,7 +153,7 @@ def _load_llama(path: Path, n_ctx: int | None) -> Any:
             f"Local models need llama-cpp-python, which is not installed. Run: {INSTALL_HINT}."
         ) from exc
     try:
-        return llama_cpp.Llama(
+        return llama_class(llama_cpp)(
             model_path=str(path),
             n_ctx=n_ctx or 0,  # 0: the context length the model was trained with
             n_threads=os.cpu_count() or 1,
@@ -249,12 +277,16 @@ class LocalModel:
         self.llama.reset()
         sampling = dict(request.sampling)
         stop = sampling.pop("stop", None)
+        # Without a seed, llama-cpp-python derives each request's seed from the last one,
+        # starting from a constant: every run would repeat the same "random" samples.
+        seed = sampling.get("seed")
         return {
             "prompt": tokens,
             "max_tokens": request.max_tokens,
             "stop": list(stop) if stop else None,
             "stream": stream,
-            **{k: v for k, v in sampling.items() if k in ("temperature", "top_p", "seed")},
+            **{k: v for k, v in sampling.items() if k in ("temperature", "top_p")},
+            "seed": secrets.randbits(32) if seed is None else seed,
             **{k: v for k, v in request.extra.items() if k == "repeat_penalty"},
         }
 
@@ -345,6 +377,11 @@ class AsyncLocalTransport:
     The model's lock is taken in that thread, so async calls, sync calls and other threads
     never run two generations on one model at once, and the event loop never blocks.
     """
+
+    max_parallel = 1
+    """Requests this transport runs at once. The worker pool sends no more than this at a time,
+    so its start order, not the order threads happen to win the model's lock, decides which
+    item's request runs next (rows then finish one by one from the start of a run)."""
 
     def __init__(self, model: LocalModel) -> None:
         self.model = model

