@@ -14,7 +14,6 @@ from .attempts import AttemptTracker
 from .budget import BudgetLedger
 from .cache import IdentityCache
 from .core import ChatRequest, Exchange, StreamAssembler, parse_completion
-from .errors import ResponseError
 from .ratelimit import RateLimiter
 from .retry import RetrySpec, async_retrying
 from .reuse import remember_identity, reuse_identity
@@ -32,6 +31,12 @@ async def _first_text(chunks: AsyncIterator[Any], assembler: StreamAssembler) ->
         if text:
             return text
     return ""
+
+
+async def _close(stream: Any) -> None:
+    close = getattr(stream, "close", None)
+    if close is not None:
+        await close()
 
 
 class AsyncDriver:
@@ -104,11 +109,13 @@ class AsyncDriver:
                         else None
                     )
                     assembler = StreamAssembler(request)
+                    stream = None
                     try:
                         stream = await self.transport.open_stream(sent)
                         chunks = aiter(stream)
                         first = await _first_text(chunks, assembler)
                     except Exception as exc:
+                        await _close(stream)  # a failed attempt lets go of its connection at once
                         tracker.failed(exc)
                         raise
                     if not first:
@@ -124,18 +131,10 @@ class AsyncDriver:
                         if text:
                             yield text
                 except Exception as exc:
-                    tracker.failed()
-                    raise ResponseError(
-                        f"The {request.step} stream broke off after {len(assembler.parts)} "
-                        f"chunks: {exc}. Call again (text already shown cannot be retried).",
-                        reason="interrupted",
-                        attempts=tracker.attempts,
-                    ) from exc
+                    raise tracker.broke_off(exc, assembler.completion(self.counter)) from exc
                 tracker.replied(assembler.completion(self.counter))
         finally:
-            close = getattr(stream, "close", None)
-            if close is not None:
-                await close()
+            await _close(stream)
         yield tracker.exchange()
 
     async def run(self, flow: Generator[Any, Any, T]) -> T:

@@ -10,9 +10,11 @@ from __future__ import annotations
 import time
 from typing import NoReturn
 
+import openai
+
 from .budget import BudgetLedger, Reservation
 from .core import ChatRequest, Completion, Exchange, check_completion
-from .errors import RetryError
+from .errors import ResponseError, RetryError
 from .ratelimit import Permit, RateLimiter
 from .results import RequestRecord, Usage
 from .retry import final_error, rate_limit_pause
@@ -88,6 +90,26 @@ class AttemptTracker:
         check_completion(self.request, completion)
         self.completion = completion
 
+    def broke_off(self, exc: BaseException, partial: Completion) -> ResponseError:
+        """A stream failed after its first text was shown; the error to raise.
+
+        It is not retried: text already shown cannot be taken back. The attempt is settled
+        with the text that did arrive (``partial``), which the endpoint has billed.
+        """
+        self._settle(partial.prompt_tokens, partial.completion_tokens)
+        self._settle_permit(partial.prompt_tokens + partial.completion_tokens)
+        what, reason = (
+            ("stalled", "stalled")
+            if isinstance(exc, openai.APITimeoutError)
+            else ("broke off", "interrupted")
+        )
+        return ResponseError(
+            f"The {self.request.step} stream {what} after {len(partial.content or '')} "
+            f"characters: {exc}. Call again (text already shown cannot be retried).",
+            reason=reason,
+            attempts=self.attempts,
+        )
+
     def give_up(self, exc: BaseException) -> NoReturn:
         """No attempt is left: raise the typed error for ``exc`` (the SDK's error as its cause)."""
         error = final_error(exc, self.attempts)
@@ -100,7 +122,8 @@ class AttemptTracker:
         if self.completion is None:
             raise RetryError(
                 f"The {self.request.step} request ended without a reply after "
-                f"{self.attempts} attempts (the retry controller gave up silently).",
+                f"{self.attempts} attempt{'s' if self.attempts != 1 else ''} (the retry "
+                "controller gave up silently).",
                 attempts=self.attempts,
             )
         record = RequestRecord(

@@ -121,7 +121,12 @@ class BudgetLedger:
         return Reservation(model, tokens, cost)
 
     def settle(self, reservation: Reservation, prompt_tokens: int, completion_tokens: int) -> Usage:
-        """Replace the reservation with what the attempt really spent; return that usage."""
+        """Replace the reservation with what the attempt really spent; return that usage.
+
+        Counts below zero are taken as zero: whatever a server reports, settling never lowers
+        what was spent before (the drivers replace such counts with their own first).
+        """
+        prompt_tokens, completion_tokens = max(prompt_tokens, 0), max(completion_tokens, 0)
         spent = Usage(
             prompt_tokens=prompt_tokens,
             completion_tokens=completion_tokens,

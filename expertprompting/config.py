@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from .results import Strategy
 
-__all__ = ["IdentityLayout", "ModelPrice", "PrompterConfig", "RetryPolicy", "RunBudget"]
+__all__ = [
+    "Deadlines",
+    "IdentityLayout",
+    "ModelPrice",
+    "PrompterConfig",
+    "RetryPolicy",
+    "RunBudget",
+]
 
 IdentityLayout = Literal["text", "chat"]
 """How the identity prompt shows its exemplars: one text block, or few-shot chat turns."""
@@ -107,7 +115,19 @@ class PrompterConfig(BaseModel):
     clean_answers: bool = Field(
         default=False, description="Remove a leading 'As a ...,' restatement of the identity."
     )
-    timeout: float = Field(default=60.0, gt=0, description="Seconds per attempt.")
+    timeout: float = Field(
+        default=60.0,
+        gt=0,
+        description="Seconds per attempt for a whole reply, from sending to its last byte.",
+    )
+    first_token_timeout: float | None = Field(
+        default=None,
+        gt=0,
+        description="Streams: seconds from sending to the first text; None: the same as timeout.",
+    )
+    idle_timeout: float = Field(
+        default=30.0, gt=0, description="Streams: longest silence between two chunks, in seconds."
+    )
     retry: RetryPolicy = Field(default_factory=RetryPolicy)
     budget: RunBudget = Field(default_factory=RunBudget)
     prices: dict[str, ModelPrice] = Field(
@@ -119,3 +139,24 @@ class PrompterConfig(BaseModel):
         if not self.model.strip():
             raise ValueError("model must be a non-empty model name, e.g. 'gpt-4o-mini'")
         return self
+
+    @property
+    def deadlines(self) -> Deadlines:
+        """The time limits of one attempt, as the transports take them."""
+        first = self.timeout if self.first_token_timeout is None else self.first_token_timeout
+        return Deadlines(self.timeout, first, self.idle_timeout)
+
+
+@dataclass(frozen=True)
+class Deadlines:
+    """Time limits of one attempt, in seconds.
+
+    ``timeout`` covers a whole reply, from sending to its last byte, however the server paces
+    it. A stream is held to ``first_token`` (from sending to its first text) and ``idle`` (the
+    longest silence between two chunks) instead, since a long answer may rightly stream for
+    longer than ``timeout``.
+    """
+
+    timeout: float = 60.0
+    first_token: float = 60.0
+    idle: float = 30.0

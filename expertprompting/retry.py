@@ -146,9 +146,25 @@ _WHAT_TO_DO: dict[int, str] = {
     400: "The endpoint rejected the request; check the model name and parameters.",
     401: "Check the API key (OPENAI_API_KEY or api_key=).",
     403: "The key has no access to this model or endpoint; check its permissions.",
-    404: "Check the model name and base_url.",
+    404: "Check the model name and the endpoint ({endpoint}).",
     422: "The endpoint could not process the request; check the parameters.",
 }
+
+
+def _endpoint(exc: BaseException) -> str:
+    """Where the failed request went (scheme, host and port), or a neutral word."""
+    try:
+        url = exc.request.url  # type: ignore[attr-defined]
+        return f"{url.scheme}://{url.netloc.decode('ascii')}"
+    except Exception:  # errors built by hand may carry no request
+        return "the endpoint"
+
+
+def _detail(exc: BaseException) -> str:
+    """What went wrong, as a clause: no trailing period, and nothing that repeats our words."""
+    # "Connection error." says nothing: the transport's own error (the cause) says why
+    text = str(exc) if isinstance(exc, openai.APIStatusError) else str(exc.__cause__ or "")
+    return " ".join(text.split()).rstrip(". ")
 
 
 def final_error(exc: BaseException, attempts: int) -> BaseException:
@@ -164,9 +180,11 @@ def final_error(exc: BaseException, attempts: int) -> BaseException:
         return exc
     tries = f"{attempts} attempt{'s' if attempts != 1 else ''}"
     status = _status(exc)
+    endpoint = _endpoint(exc)
+    detail = _detail(exc)
     if status == 429:
         error: BaseException = RateLimitError(
-            f"Rate limited (HTTP 429) on all {tries}. Lower the request rate or concurrency, "
+            f"Rate limited (HTTP 429) after {tries}. Lower the request rate or concurrency, "
             "raise RetryPolicy.max_attempts, or ask the provider for a higher limit.",
             attempts=attempts,
         )
@@ -179,14 +197,18 @@ def final_error(exc: BaseException, attempts: int) -> BaseException:
             else (f"failed with HTTP {status}" if status else "could not connect")
         )
         error = RetryError(
-            f"The request {what} on all {tries}: {exc}. Check that the endpoint is up "
-            "(base_url), raise timeout= or RetryPolicy.max_attempts, and try again.",
+            f"The request {what} after {tries}" + (f" ({detail})" if detail else "") + ". "
+            f"Check that {endpoint} is up, raise timeout= or RetryPolicy.max_attempts, "
+            "and try again.",
             attempts=attempts,
         )
     else:
         advice = _WHAT_TO_DO.get(status or 0, "Check the request; retrying will not help.")
         error = RequestError(
-            f"The endpoint refused the request (HTTP {status}): {exc}. {advice}", status_code=status
+            f"The endpoint refused the request (HTTP {status})"
+            + (f": {detail}" if detail else "")
+            + f". {advice.format(endpoint=endpoint)}",
+            status_code=status,
         )
     error.__cause__ = exc
     return error

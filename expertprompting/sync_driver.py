@@ -13,7 +13,6 @@ from .attempts import AttemptTracker
 from .budget import BudgetLedger
 from .cache import IdentityCache
 from .core import ChatRequest, Exchange, StreamAssembler, parse_completion
-from .errors import ResponseError
 from .ratelimit import RateLimiter
 from .retry import RetrySpec, sync_retrying
 from .reuse import remember_identity, reuse_identity
@@ -31,6 +30,12 @@ def _first_text(chunks: Iterator[Any], assembler: StreamAssembler) -> str:
         if text:
             return text
     return ""
+
+
+def _close(stream: Any) -> None:
+    close = getattr(stream, "close", None)
+    if close is not None:
+        close()
 
 
 class SyncDriver:
@@ -103,11 +108,13 @@ class SyncDriver:
                         else None
                     )
                     assembler = StreamAssembler(request)
+                    stream = None
                     try:
                         stream = self.transport.open_stream(sent)
                         chunks = iter(stream)
                         first = _first_text(chunks, assembler)
                     except Exception as exc:
+                        _close(stream)  # a failed attempt lets go of its connection at once
                         tracker.failed(exc)
                         raise
                     if not first:
@@ -123,18 +130,10 @@ class SyncDriver:
                         if text:
                             yield text
                 except Exception as exc:
-                    tracker.failed()
-                    raise ResponseError(
-                        f"The {request.step} stream broke off after {len(assembler.parts)} "
-                        f"chunks: {exc}. Call again (text already shown cannot be retried).",
-                        reason="interrupted",
-                        attempts=tracker.attempts,
-                    ) from exc
+                    raise tracker.broke_off(exc, assembler.completion(self.counter)) from exc
                 tracker.replied(assembler.completion(self.counter))
         finally:
-            close = getattr(stream, "close", None)
-            if close is not None:
-                close()
+            _close(stream)
         return tracker.exchange()
 
     def run(self, flow: Generator[Any, Any, T]) -> T:

@@ -3,7 +3,8 @@
 ``FakeOpenAIServer`` speaks enough of the OpenAI REST API (chat completions, plain and streamed,
 and the model list) that the real ``openai`` SDK, sync or async, talks to it over real sockets.
 Tests script what each chat request gets back (content, finish reason, usage, HTTP errors with
-headers, malformed bodies, delays, dropped connections) and inspect every request that arrived.
+headers, malformed bodies, delays, replies dripped slowly or stalled, dropped connections) and
+inspect every request that arrived.
 Only the standard library is used, and the server listens on 127.0.0.1 only by default.
 
 >>> from expertprompting.testing import FakeOpenAIServer, Reply
@@ -15,12 +16,14 @@ Only the standard library is used, and the server listens on 127.0.0.1 only by d
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import email.parser
 import email.policy
 import itertools
 import json
 import random
 import re
+import select
 import socket
 import threading
 import time
@@ -68,6 +71,11 @@ class Reply:
     Precedence: ``fault`` (no response at all), then ``body`` (sent verbatim), then an error
     (``status >= 400``), else a completion whose content is ``content`` exactly (``None`` is sent
     as a null content). Only the default responder makes up content (an echo).
+
+    Pacing, for clients' deadlines: ``delay`` seconds pass before anything is sent. ``drip``
+    seconds pass between the bytes of a whole reply's body (or between the chunks of a stream),
+    and between the bytes of the status line and headers too with ``drip_headers``; ``stall``
+    seconds of silence follow a stream's first text chunk.
     """
 
     content: str | None = None
@@ -77,6 +85,9 @@ class Reply:
     error_body: dict[str, Any] | None = None
     body: str | bytes | None = None
     delay: float = 0.0
+    drip: float = 0.0
+    drip_headers: bool = False
+    stall: float = 0.0
     fault: Literal["drop"] | None = None
     usage: dict[str, int] | None = None
     model: str | None = None
@@ -198,19 +209,60 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_json(500, {"error": {"message": repr(exc), "type": "fake_server_error"}})
 
     def _send(
-        self, status: int, frames: list[bytes], content_type: str, headers: dict[str, str]
+        self,
+        status: int,
+        frames: list[bytes],
+        content_type: str,
+        headers: dict[str, str],
+        pace: Reply | None = None,
     ) -> None:
-        """One response with an exact Content-Length; each frame is written and flushed alone."""
+        """One response with an exact Content-Length; each frame is written and flushed alone.
+
+        ``pace`` drips it as the reply says: a single frame (a whole body) byte by byte, several
+        (a stream's chunks) one by one, with a stall after the first text chunk.
+        """
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(sum(len(f) for f in frames)))
         self.send_header("x-request-id", f"req_fake_{self.fake._next_id('request')}")
         for name, value in headers.items():
             self.send_header(name, value)
-        self.end_headers()
-        for frame in frames if self.command != "HEAD" else []:
-            self.wfile.write(frame)
+        drip = pace.drip if pace is not None else 0.0
+        if pace is not None and pace.drip_headers:
+            buffer: list[bytes] = vars(self)["_headers_buffer"]  # where send_header() puts them
+            head = b"".join([*buffer, b"\r\n"])  # what end_headers() would send at once
+            buffer.clear()
+            self._drip([head[i : i + 1] for i in range(len(head))], [drip] * len(head))
+        else:
+            self.end_headers()
+        if self.command == "HEAD":
+            return
+        if len(frames) == 1 and drip > 0:
+            frames = [frames[0][i : i + 1] for i in range(len(frames[0]))]
+        pauses = [drip] * len(frames)
+        if pace is not None and pace.stall > 0 and len(frames) > 2:
+            pauses[1] += pace.stall  # frame 0 is the role chunk, frame 1 the first text
+        self._drip(frames, pauses)
+
+    def _drip(self, pieces: list[bytes], pauses: list[float]) -> None:
+        """Write and flush each piece alone, pausing after each but the last."""
+        for i, (piece, pause) in enumerate(zip(pieces, pauses, strict=True)):
+            self.wfile.write(piece)
             self.wfile.flush()
+            if pause > 0 and i < len(pieces) - 1:
+                self._pause(pause)
+
+    def _pause(self, seconds: float) -> None:
+        """Sleep, but end the reply at once if the client closes the connection meanwhile (as a
+        real server would notice), so tests can see that it did."""
+        end = time.monotonic() + seconds
+        while (left := end - time.monotonic()) > 0:
+            readable, _, _ = select.select([self.connection], [], [], min(left, 0.05))
+            if readable:
+                if self.connection.recv(1, socket.MSG_PEEK) == b"":
+                    raise ConnectionResetError("the client closed the connection")
+                time.sleep(max(end - time.monotonic(), 0))  # data, not a close: just wait
+                return
 
     def _send_json(self, status: int, data: Any, headers: dict[str, str] | None = None) -> None:
         self._send(status, [json.dumps(data).encode()], "application/json", headers or {})
@@ -242,14 +294,14 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _chat(self, req: RecordedRequest, reply: Reply) -> None:
         if reply.delay > 0:
-            time.sleep(reply.delay)
+            self._pause(reply.delay)
         if reply.fault == "drop":
             self.close_connection = True
             self.connection.shutdown(socket.SHUT_RDWR)
             return
         if reply.body is not None:
             raw = reply.body.encode() if isinstance(reply.body, str) else reply.body
-            self._send(reply.status, [raw], "application/json", reply.headers)
+            self._send(reply.status, [raw], "application/json", reply.headers, reply)
             return
         if reply.status >= 400:
             default = {"message": f"scripted {reply.status}", "type": "scripted", "code": None}
@@ -265,7 +317,8 @@ class _Handler(BaseHTTPRequestHandler):
         n = self.fake._next_id("completion")
         base = {"id": f"chatcmpl-fake-{n}", "created": int(time.time()), "model": model}
         if not request_json.get("stream"):
-            self._send_json(reply.status, self.fake._completion(req, reply), reply.headers)
+            body = json.dumps(self.fake._completion(req, reply)).encode()
+            self._send(reply.status, [body], "application/json", reply.headers, reply)
             return
         chunk = {**base, "object": "chat.completion.chunk", "usage": None}
 
@@ -280,7 +333,7 @@ class _Handler(BaseHTTPRequestHandler):
         if isinstance(stream_options, dict) and stream_options.get("include_usage"):
             events.append({**chunk, "choices": [], "usage": usage})
         frames = [f"data: {json.dumps(e)}\n\n".encode() for e in events] + [b"data: [DONE]\n\n"]
-        self._send(reply.status, frames, "text/event-stream; charset=utf-8", reply.headers)
+        self._send(reply.status, frames, "text/event-stream; charset=utf-8", reply.headers, reply)
 
 
 class _HTTPServer(ThreadingHTTPServer):
@@ -396,6 +449,12 @@ class FakeOpenAIServer:
     def chat_requests(self) -> list[RecordedRequest]:
         """The ``POST /v1/chat/completions`` requests received so far."""
         return [r for r in self.requests if r.method == "POST" and r.path == CHAT_PATH]
+
+    @property
+    def open_connections(self) -> int:
+        """Client connections open right now (one the client closed is gone within moments)."""
+        with self._lock:
+            return len(self._connections)
 
     def reset(self) -> None:
         """Forget queued replies and recorded requests; restore the default responder."""
@@ -593,12 +652,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--latency", type=float, default=0.0, help="seconds per response")
     parser.add_argument("--faults", type=float, default=0.0, help="fraction of failed replies")
     parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument(
+        "--drip", type=float, default=0.0, help="seconds between the bytes of every reply's body"
+    )
     args = parser.parse_args(argv)
     if args.host not in ("127.0.0.1", "::1", "localhost"):
         parser.error("the test server only serves loopback addresses")
     server = FakeOpenAIServer(args.host, args.port, args.latency, record=False)
     if args.faults:
         server.responder = faulty_responder(server.default_responder, args.faults, args.seed)
+    if args.drip:
+        respond = server.responder
+        server.responder = lambda req: dataclasses.replace(respond(req), drip=args.drip)
     with server:
         print(server.base_url, flush=True)
         with contextlib.suppress(KeyboardInterrupt):

@@ -95,7 +95,7 @@ def test_final_errors_are_typed_and_actionable() -> None:
     e = final_error(status_error(429), 3)
     assert isinstance(e, RateLimitError)
     assert e.attempts == 3
-    assert "all 3 attempts" in str(e)
+    assert "after 3 attempts" in str(e)
     e = final_error(status_error(503), 2)
     assert type(e) is RetryError
     assert "HTTP 503" in str(e)
