@@ -1,13 +1,23 @@
 """What we know about OpenAI models: context window, output limit and list price.
 
-Looked up by the longest matching name prefix, so dated snapshots
-(``gpt-4o-2024-08-06``) find their family. Every figure can be overridden on the prompter
-(``context_window=``, ``max_tokens=``, ``prices=``); prices are the published list prices in USD
-per one million tokens when this table was written, and change: check yours.
+A name is looked up as follows (:func:`lookup_model`):
+
+1. the name itself, when it is in the table;
+2. a dated snapshot, ``<name>-YYYY-MM-DD`` as providers return it in replies
+   (``gpt-4o-mini-2024-07-18``), is its base entry, price included;
+3. any other name that extends a table name (``o3-pro``, ``gpt-4o-audio-preview``) takes the
+   limits of the longest such family (its context window, output cap and ``max_tokens``
+   parameter), but no price: variants are priced differently (``o3-pro`` costs ten times
+   ``o3``), and an unknown price is ``None``, never a wrong number.
+
+Every figure can be overridden on the prompter (``context_window=``, ``max_tokens=``,
+``prices=``); prices are the published list prices in USD per one million tokens when this
+table was written, and change: check yours.
 """
 
 from __future__ import annotations
 
+import re
 from typing import NamedTuple
 
 from .config import ModelPrice
@@ -49,11 +59,15 @@ _TABLE: dict[str, ModelInfo] = {
 }
 
 
+_DATED = re.compile(r"^(?P<base>.+)-\d{4}-\d{2}-\d{2}$")
+
+
 def lookup_model(model: str) -> ModelInfo | None:
-    """The table entry whose name is the longest prefix of ``model`` (None when none is)."""
-    best: str | None = None
-    for name in _TABLE:
-        matches = model == name or model.startswith(name + "-")
-        if matches and (best is None or len(name) > len(best)):
-            best = name
-    return _TABLE[best] if best else None
+    """What the table knows of ``model`` (None: nothing); see the module's lookup rules."""
+    if model in _TABLE:
+        return _TABLE[model]
+    dated = _DATED.match(model)
+    if dated and dated["base"] in _TABLE:
+        return _TABLE[dated["base"]]
+    family = max((n for n in _TABLE if model.startswith(n + "-")), key=len, default=None)
+    return _TABLE[family]._replace(price=None) if family else None

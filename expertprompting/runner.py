@@ -1,31 +1,54 @@
 """Many instructions at once: a bounded pool of workers over one shared driver.
 
 Each of ``concurrency`` workers takes the next item, runs the whole method for it (identity,
-then answer) and takes another, so ``concurrency`` requests are in flight at all times: an
-item's answer request starts the moment its identity returns while other workers' identity
-requests proceed. Items are pulled from the input lazily, so memory does not grow with the
-dataset. A failed item becomes a :class:`~expertprompting.dataset.FailedItem`; it never stops
-the others, unless more than ``max_errors`` fail.
+then answer) and takes another. Items are pulled from the input lazily, so memory does not grow
+with the dataset. A failed item becomes a :class:`~expertprompting.dataset.FailedItem`; it never
+stops the others, unless more than ``max_errors`` fail.
+
+Items finish in the order they started. Every request of an item's flow passes a
+:class:`PriorityGate` keyed by the item's start number, so once an item has its identity, its
+answer request goes before any later item's request:
+
+- against an HTTP endpoint the gate has ``concurrency`` slots, one per worker, so
+  ``concurrency`` requests are in flight whenever there is work;
+- a backend that runs one request at a time (a local model: ``max_parallel = 1`` on its
+  transport) gets that many slots, so the order of its work is the gate's, earliest item first,
+  instead of whichever thread wins the model's lock. Rows then finish one by one from the start,
+  and an interrupted run keeps them.
+
+With a ``max_requests`` budget, a new item starts only while the requests left cover what the
+items already started still need, so the budget finishes items instead of being spent on the
+first steps of many.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
+import heapq
+import itertools
 import time
-from collections.abc import Callable, Coroutine, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Generator, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from .async_driver import AsyncDriver
-from .core import Planner
+from .core import ChatRequest, Exchange, Planner
 from .dataset import DatasetItem, FailedItem
 from .errors import ConfigurationError, ExpertPromptingError
 from .progress import Progress
-from .results import ExpertAnswer, Strategy, Usage
+from .results import ExpertAnswer, Strategy, Usage, format_cost
 from .strategies import strategy_flow
 
-__all__ = ["ItemResult", "RunStats", "TooManyErrorsError", "run_items", "run_sync"]
+__all__ = [
+    "ItemResult",
+    "PriorityGate",
+    "RunStats",
+    "TooManyErrorsError",
+    "run_items",
+    "run_sync",
+]
 
 T = TypeVar("T")
 
@@ -89,6 +112,123 @@ def check_concurrency(concurrency: int) -> int:
     return concurrency
 
 
+class PriorityGate:
+    """``slots`` permits, each free one handed to the waiter with the lowest priority number.
+
+    Equal priorities are served in arrival order. A released slot is handed on at the event
+    loop's next turn, not at once: the task that released it usually asks again straight away
+    (an item's answer right after its identity), and it must compete for the slot it freed
+    rather than lose it to a later item that happened to be waiting.
+    """
+
+    def __init__(self, slots: int) -> None:
+        self.slots = slots
+        self.held = 0
+        self._waiting: list[tuple[int, int, asyncio.Future[None]]] = []
+        self._arrival = itertools.count()
+        self._handing_on = False
+
+    async def acquire(self, priority: int) -> None:
+        """Wait for a slot; lower ``priority`` numbers are served first."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._waiting, (priority, next(self._arrival), future))
+        self._hand_out()
+        try:
+            await future
+        except asyncio.CancelledError:
+            if future.done() and not future.cancelled():
+                self.release()  # granted, but the waiter is gone: give the slot back
+            else:
+                future.cancel()  # still queued: _hand_out skips it
+            raise
+
+    def release(self) -> None:
+        """Give a slot back; the best waiter gets it at the loop's next turn."""
+        self.held -= 1
+        if not self._handing_on:
+            self._handing_on = True
+            asyncio.get_running_loop().call_soon(self._hand_on)
+
+    def _hand_on(self) -> None:
+        self._handing_on = False
+        self._hand_out()
+
+    def _hand_out(self) -> None:
+        while self.held < self.slots and self._waiting:
+            _, _, future = heapq.heappop(self._waiting)
+            if not future.done():  # a cancelled waiter left its entry behind
+                future.set_result(None)
+                self.held += 1
+
+    @contextlib.asynccontextmanager
+    async def slot(self, priority: int) -> AsyncIterator[None]:
+        """Hold a slot for the body of an ``async with``."""
+        await self.acquire(priority)
+        try:
+            yield
+        finally:
+            self.release()
+
+
+@dataclass
+class _Started:
+    """An item being run: requests it has sent so far, and how many are in flight now."""
+
+    sent: int = 0
+    in_flight: int = 0
+
+
+class _Admission:
+    """Whether a new item may start under the run budget's ``max_requests``.
+
+    An item is expected to take ``per_item`` requests (as many as the first item of this run
+    that succeeded took; 2 until then: identity and answer), and at least one more while it is
+    not finished. A new item starts when the requests left (the limit, less what the ledger has
+    spent and what is in flight) cover what the started items still need plus its own; or when
+    no item is running, so that an exhausted budget fails the remaining items with its own
+    error, as it does for single calls. Token and cost limits are not predicted: they refuse
+    requests as they come.
+    """
+
+    def __init__(self, driver: AsyncDriver, gate: PriorityGate) -> None:
+        self.limit = driver.ledger.budget.max_requests
+        self.ledger = driver.ledger
+        self.gate = gate
+        self.per_item = 2
+        self.learned = False
+        self.running: dict[int, _Started] = {}
+        self._changed = asyncio.Event()
+
+    def _need(self, item: _Started) -> int:
+        return max(self.per_item - item.sent, 0 if item.in_flight else 1)
+
+    def may_start(self) -> bool:
+        if self.limit is None or not self.running:
+            return True
+        left = self.limit - self.ledger.usage.requests - self.gate.held
+        return left - sum(self._need(s) for s in self.running.values()) >= self.per_item
+
+    async def wait(self, stopped: Callable[[], bool]) -> None:
+        """Return once a new item may start, or ``stopped()`` is true."""
+        while not (stopped() or self.may_start()):
+            await self._changed.wait()
+
+    def start(self, seq: int) -> _Started:
+        self.running[seq] = started = _Started()
+        return started
+
+    def finish(self, seq: int, succeeded: bool) -> None:
+        started = self.running.pop(seq)
+        if succeeded and not self.learned:
+            self.per_item, self.learned = max(started.sent, 1), True
+        self.wake()
+
+    def wake(self) -> None:
+        """Let waiters look again (only finishing items and stopping change the answer)."""
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()
+
+
 def _failure(index: int, item: DatasetItem, exc: BaseException) -> FailedItem:
     message = " ".join(str(exc).split()) or type(exc).__name__
     return FailedItem(
@@ -101,17 +241,68 @@ def _failure(index: int, item: DatasetItem, exc: BaseException) -> FailedItem:
     )
 
 
+async def _fetch(
+    driver: AsyncDriver, gate: PriorityGate, seq: int, request: ChatRequest, started: _Started
+) -> Exchange:
+    async with gate.slot(seq):
+        started.sent += 1
+        started.in_flight += 1
+        try:
+            return await driver.fetch(request)
+        finally:
+            started.in_flight -= 1
+
+
+async def _run_flow(
+    driver: AsyncDriver,
+    gate: PriorityGate,
+    seq: int,
+    flow: Generator[Any, Any, ExpertAnswer],
+    started: _Started,
+) -> ExpertAnswer:
+    # AsyncDriver.run's loop, with every request passing the gate (a list goes all at once).
+    request = next(flow)
+    while True:
+        exchange: Any
+        if isinstance(request, list):
+            exchange = list(
+                await asyncio.gather(*(_fetch(driver, gate, seq, r, started) for r in request))
+            )
+        else:
+            exchange = await _fetch(driver, gate, seq, request, started)
+        try:
+            request = flow.send(exchange)
+        except StopIteration as stop:
+            result: ExpertAnswer = stop.value
+            return result
+
+
 async def _answer_one(
-    driver: AsyncDriver, planner: Planner, index: int, item: DatasetItem, strategy: Strategy
+    driver: AsyncDriver,
+    planner: Planner,
+    gate: PriorityGate,
+    seq: int,
+    started: _Started,
+    index: int,
+    item: DatasetItem,
+    strategy: Strategy,
 ) -> ItemResult:
     try:
         flow = strategy_flow(planner, item.instruction, item.input, None, strategy)
-        result = await driver.run(flow)
+        result = await _run_flow(driver, gate, seq, flow, started)
     except asyncio.CancelledError:
         raise
     except Exception as exc:  # one item's failure, whatever it is, must not lose the others
         return _failure(index, item, exc)
     return result.model_copy(update={"id": item.key})
+
+
+def _slots(driver: AsyncDriver, concurrency: int) -> int:
+    """Requests in flight: ``concurrency``, or fewer when the backend runs fewer at once."""
+    most = getattr(driver.transport, "max_parallel", None)
+    if isinstance(most, int) and not isinstance(most, bool) and most >= 1:
+        return min(concurrency, most)
+    return concurrency
 
 
 async def run_items(
@@ -136,20 +327,40 @@ async def run_items(
     check_concurrency(concurrency)
     stats = stats if stats is not None else RunStats()
     source: Iterator[tuple[int, DatasetItem]] = iter(items)
+    gate = PriorityGate(_slots(driver, concurrency))
+    admission = _Admission(driver, gate)
+    numbers = itertools.count()  # start order: the gate's priority
     stop = False
+
+    def stopped() -> bool:
+        return stop
 
     async def worker() -> None:
         nonlocal stop
-        for index, item in source:  # shared iterator: each item goes to one worker
-            result = await _answer_one(driver, planner, index, item, strategy)
+        while not stop:
+            await admission.wait(stopped)
+            if stop:
+                return
+            pulled = next(source, None)  # shared iterator: each item goes to one worker
+            if pulled is None:
+                return
+            index, item = pulled
+            seq = next(numbers)
+            started = admission.start(seq)
+            result: ItemResult | None = None
+            try:
+                result = await _answer_one(
+                    driver, planner, gate, seq, started, index, item, strategy
+                )
+            finally:
+                admission.finish(seq, isinstance(result, ExpertAnswer))
             stats.add(result)
             on_result(index, item, result)
             if progress is not None:
                 progress.update(stats)
             if max_errors is not None and stats.failed > max_errors:
                 stop = True
-            if stop:
-                return
+                admission.wake()
 
     workers = [asyncio.create_task(worker()) for _ in range(concurrency)]
     try:
@@ -178,7 +389,7 @@ def describe(stats: RunStats, **more: Any) -> str:
         f"{stats.usage.total_tokens} tokens",
     ]
     if stats.usage.cost is not None:
-        parts.append(f"${stats.usage.cost:.4f}")
+        parts.append(format_cost(stats.usage.cost))
     parts += [f"{v} {k.replace('_', ' ')}" for k, v in more.items()]
     parts.append(f"{stats.seconds:.1f} s")
     return ", ".join(parts)
