@@ -13,29 +13,36 @@ across runs and processes) and :class:`TieredCache` (memory in front of a file).
 
 **Concurrency**: both caches are safe to use from many threads; SQLite runs in WAL mode with a
 busy timeout, so several processes may read and write one file at once.
+
+**Damage**: a cache file that turns out unusable, on opening or at any later read or write,
+costs one :class:`CacheWarning` and the cache, never the run: the run goes on without it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import shlex
 import sqlite3
 import threading
 import time
+import warnings
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .core import ChatRequest
-from .errors import ConfigurationError
+from .errors import ConfigurationError, ExpertPromptingWarning
 from .exemplars import Exemplar
 
 __all__ = [
     "CacheSpec",
+    "CacheWarning",
     "CachedIdentity",
     "IdentityCache",
     "MemoryCache",
@@ -47,6 +54,7 @@ __all__ = [
 ]
 
 SCHEMA_VERSION = 1
+_T = TypeVar("_T")
 
 
 class CachedIdentity(BaseModel):
@@ -159,40 +167,99 @@ class MemoryCache:
         return len(self._items)
 
 
+class CacheWarning(ExpertPromptingWarning):
+    """A cache file cannot be used; the run goes on without it (the message says what to do)."""
+
+
+def _unusable(path: Path, exc: BaseException) -> str:
+    """One line: why the cache file ``path`` is not used, and what to do about it."""
+    going_on = "so this run goes on without it"
+    if path.is_dir():
+        return f"The cache file {path} is a directory, {going_on}; give the cache a file path."
+    if isinstance(exc, OSError):
+        return f"The cache file {path} cannot be used ({exc}), {going_on}; choose another path."
+    # the -wal and -shm files too: a stale WAL would be replayed into a fresh cache file
+    names = " ".join(shlex.quote(f"{path}{suffix}") for suffix in ("", "-wal", "-shm"))
+    remove = f"delete it with its -wal and -shm files (rm -f {names})"
+    if isinstance(exc, sqlite3.OperationalError):  # locked, read-only, disk full, I/O error
+        return (
+            f"The cache file {path} cannot be used ({exc}), {going_on}; if it is damaged, {remove}."
+        )
+    if "not a database" in str(exc):  # perhaps a file of the user's, named by mistake
+        return (
+            f"The cache file {path} is not an SQLite file ({exc}), {going_on}; if it is an old "
+            f"cache, {remove}, else choose another path."
+        )
+    return f"The cache file {path} is damaged ({exc}), {going_on}; {remove} to start afresh."
+
+
 class SQLiteCache:
     """Identities in a SQLite file: WAL mode, parameterised queries, one locked connection.
 
     One connection (``check_same_thread=False``) is shared by this object's threads behind a
     lock; other processes open their own and meet in WAL mode, waiting up to ``timeout``
     seconds for a writer.
+
+    A file that cannot be used (not SQLite, truncated, a damaged page, a directory, locked past
+    the timeout) never fails the run: at the first ``sqlite3.DatabaseError``, whether on opening
+    or on a later read or write, one :class:`CacheWarning` names the file and how to remove it,
+    and the cache is off from then on (every ``get`` a miss, every ``put`` dropped).
+    ``unusable`` holds that message.
     """
 
     def __init__(self, path: str | os.PathLike[str], timeout: float = 30.0) -> None:
         self.path = Path(path).expanduser()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self.hits = 0
         self.misses = 0
+        self.unusable: str | None = None
+        self._db: sqlite3.Connection | None = None
+        db = None
         try:
-            self._db = sqlite3.connect(
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            db = sqlite3.connect(
                 self.path, timeout=timeout, check_same_thread=False, isolation_level=None
             )
-            self._db.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
-            self._db.execute("PRAGMA journal_mode = WAL")
-            self._db.execute("PRAGMA synchronous = NORMAL")
-            self._db.execute(
+            db.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
+            db.execute("PRAGMA journal_mode = WAL")
+            db.execute("PRAGMA synchronous = NORMAL")
+            db.execute(
                 "CREATE TABLE IF NOT EXISTS identities ("
                 "key TEXT PRIMARY KEY, value TEXT NOT NULL, created REAL NOT NULL)"
             )
-        except sqlite3.DatabaseError as exc:
-            raise ConfigurationError(
-                f"The identity cache {self.path} is not a usable SQLite file ({exc}). "
-                "Delete it, or pass another path as cache=."
-            ) from exc
+        except (sqlite3.DatabaseError, OSError) as exc:
+            if db is not None:
+                db.close()
+            self._give_up(exc)
+            return
+        self._db = db
+
+    def _give_up(self, exc: BaseException) -> None:
+        """Turn the cache off for good, with one warning (called once: ``_db`` is then None)."""
+        self.unusable = _unusable(self.path, exc)
+        if self._db is not None:
+            with contextlib.suppress(sqlite3.Error):
+                self._db.close()
+            self._db = None
+        warnings.warn(self.unusable, CacheWarning, stacklevel=2)
+
+    def _run(self, action: Callable[[sqlite3.Connection], _T]) -> _T | None:
+        """``action`` on the connection, or None once the file is off (closed or unusable)."""
+        with self._lock:
+            if self._db is None:
+                return None
+            try:
+                return action(self._db)
+            except sqlite3.ProgrammingError:
+                raise  # our bug, not the file's
+            except sqlite3.DatabaseError as exc:  # a damaged page shows up on first touch
+                self._give_up(exc)
+                return None
 
     def get(self, key: str) -> CachedIdentity | None:
-        with self._lock:
-            row = self._db.execute("SELECT value FROM identities WHERE key = ?", (key,)).fetchone()
+        row = self._run(
+            lambda db: db.execute("SELECT value FROM identities WHERE key = ?", (key,)).fetchone()
+        )
         value = None
         if row is not None:
             try:
@@ -206,20 +273,22 @@ class SQLiteCache:
         return value
 
     def put(self, key: str, value: CachedIdentity) -> None:
-        with self._lock:
-            self._db.execute(
+        self._run(
+            lambda db: db.execute(
                 "INSERT OR REPLACE INTO identities (key, value, created) VALUES (?, ?, ?)",
                 (key, value.model_dump_json(), value.created),
             )
+        )
 
     def close(self) -> None:
         with self._lock:
-            self._db.close()
+            if self._db is not None:
+                self._db.close()
+                self._db = None
 
     def __len__(self) -> int:
-        with self._lock:
-            (count,) = self._db.execute("SELECT COUNT(*) FROM identities").fetchone()
-        return int(count)
+        count = self._run(lambda db: db.execute("SELECT COUNT(*) FROM identities").fetchone()[0])
+        return int(count or 0)
 
     def __enter__(self) -> SQLiteCache:
         return self

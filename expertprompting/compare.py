@@ -10,11 +10,13 @@ Layout of the output folder::
     answers-<strategy>.jsonl          one per strategy (generate's layout)
     verdicts-<other>-vs-<first>.jsonl every verdict, both orders (resumable)
     report.md, report.json, wtl.svg
+    compare.lock                      while a run writes the folder (one run at a time)
 """
 
 from __future__ import annotations
 
 import html
+import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,6 +24,14 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
+from ._outputs import (
+    FileRole,
+    OutputRefusedError,
+    RunLock,
+    check_clashes,
+    os_error,
+    write_text_atomic,
+)
 from .errors import ConfigurationError
 from .generate import GenerateSummary, default_errors_path, generate
 from .judge import ComparisonReport, Judge
@@ -141,6 +151,15 @@ def render_markdown(result: CompareResult, judge_model: str, answer_model: str) 
         "counted as a win).",
     ]
     for r in result.reports:
+        if r.nothing_read:
+            lines += [
+                "",
+                f"**No verdict could be read for {r.a} vs {r.b}**: the judge `{judge_model}` "
+                "did not write its scores in the asked format, so this comparison measures "
+                "nothing. Remove its verdicts file and judge again with a more capable judge "
+                "model (`--judge-model`).",
+            ]
+    for r in result.reports:
         if r.categories:
             lines += [
                 "",
@@ -206,37 +225,104 @@ def compare(
     for name in strategies:
         prompter._strategy(name)  # validates, with a clear error
     out = Path(folder)
-    out.mkdir(parents=True, exist_ok=True)
-    generation: dict[str, GenerateSummary] = {}
-    options: dict[str, Any] = {"concurrency": concurrency, "rpm": rpm, "tpm": tpm}
-    for name in strategies:
-        generation[name] = generate(
-            prompter,
-            questions,
-            out / f"answers-{name}.jsonl",
-            strategy=name,
-            progress=progress,
-            **options,
+    _prepare_folder(out, Path(questions), strategies)
+    with RunLock(out, "-o", lock_path=out / "compare.lock"):
+        generation: dict[str, GenerateSummary] = {}
+        options: dict[str, Any] = {"concurrency": concurrency, "rpm": rpm, "tpm": tpm}
+        for name in strategies:
+            generation[name] = generate(
+                prompter,
+                questions,
+                out / f"answers-{name}.jsonl",
+                strategy=name,
+                progress=progress,
+                **options,
+            )
+        baseline = strategies[0]
+        reports = [
+            judge.judge_files(
+                out / f"answers-{other}.jsonl",
+                out / f"answers-{baseline}.jsonl",
+                out / f"verdicts-{other}-vs-{baseline}.jsonl",
+                a_name=other,
+                b_name=baseline,
+                progress=progress,
+                **options,
+            )
+            for other in strategies[1:]
+        ]
+        result = CompareResult(
+            folder=str(out), strategies=list(strategies), generation=generation, reports=reports
+        )
+        # each replaced whole, so a full disk leaves the previous report rather than half of one
+        write_text_atomic(out / "wtl.svg", wtl_svg(reports))
+        write_text_atomic(out / "report.json", result.model_dump_json(indent=2))
+        write_text_atomic(
+            out / "report.md", render_markdown(result, judge.model, prompter.config.model)
+        )
+    return result
+
+
+def _is_report_md(text: str) -> bool:
+    return text.startswith("# Strategy comparison\n")
+
+
+def _is_report_json(text: str) -> bool:
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return False
+    return isinstance(data, dict) and {"folder", "strategies", "generation", "reports"} <= set(data)
+
+
+def _is_chart(text: str) -> bool:
+    return text.startswith('<svg xmlns="http://www.w3.org/2000/svg"') and (
+        "Wins, ties and losses against the baseline" in text
+    )
+
+
+_REPORT_FILES = {"report.md": _is_report_md, "report.json": _is_report_json, "wtl.svg": _is_chart}
+
+
+def _prepare_folder(out: Path, questions: Path, strategies: Sequence[str]) -> None:
+    """Refuse a folder compare cannot safely write; create it.
+
+    Refused: ``-o`` naming a file, the questions file being one of the files compare writes,
+    and a report file there that compare did not write (answers and verdicts files are checked
+    by ``generate`` and the judge).
+    """
+    if out.exists() and not out.is_dir():
+        raise OutputRefusedError(
+            f"{out} is a file, but compare writes a folder of results there; pass -o a folder "
+            "(a new one, or one compare wrote before)."
         )
     baseline = strategies[0]
-    reports = [
-        judge.judge_files(
-            out / f"answers-{other}.jsonl",
-            out / f"answers-{baseline}.jsonl",
-            out / f"verdicts-{other}-vs-{baseline}.jsonl",
-            a_name=other,
-            b_name=baseline,
-            progress=progress,
-            **options,
-        )
-        for other in strategies[1:]
-    ]
-    result = CompareResult(
-        folder=str(out), strategies=list(strategies), generation=generation, reports=reports
+    written = [out / name for name in _REPORT_FILES]
+    for name in strategies:
+        written.append(out / f"answers-{name}.jsonl")
+        written.append(default_errors_path(out / f"answers-{name}.jsonl"))
+    for other in strategies[1:]:
+        written.append(out / f"verdicts-{other}-vs-{baseline}.jsonl")
+        written.append(default_errors_path(out / f"verdicts-{other}-vs-{baseline}.jsonl"))
+    check_clashes(
+        [FileRole(path, "file compare writes", "-o") for path in written],
+        [FileRole(questions, "questions file")],
     )
-    (out / "wtl.svg").write_text(wtl_svg(reports), encoding="utf-8")
-    (out / "report.json").write_text(result.model_dump_json(indent=2), encoding="utf-8")
-    (out / "report.md").write_text(
-        render_markdown(result, judge.model, prompter.config.model), encoding="utf-8"
-    )
-    return result
+    for name, looks_ours in _REPORT_FILES.items():
+        path = out / name
+        if path.is_dir() or (path.exists() and not looks_ours(_read_text(path))):
+            raise OutputRefusedError(
+                f"{path} was not written by expertprompting compare, so it is left as it is. "
+                "Choose another -o, or move the file away."
+            )
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise os_error(out, exc, "create the folder") from exc
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, ValueError):
+        return ""

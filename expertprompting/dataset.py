@@ -8,24 +8,38 @@ file is still read.
 Output is JSONL in the ExpertLLaMA layout (``id, instruction, input, expert_identity, answer``)
 plus ``model``, ``strategy`` and ``usage``. Each finished row is written with one ``write`` and
 flushed at once, so a run killed at any moment leaves at most a partial last line, which
-:func:`repair_jsonl` removes before the next run appends. Rows already present are skipped by
+:func:`repair_jsonl` removes before the next run appends (only from a file that provably is
+ours: a foreign file is refused, never cut). Rows already present are skipped by
 id (an item's own ``id``, else a hash of its content), so rerunning a command resumes it without
 redoing or duplicating anything.
 """
 
 from __future__ import annotations
 
+import codecs
+import contextlib
 import hashlib
-import io
 import json
 import os
+import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from ._outputs import (
+    ANY_ROWS,
+    RowShape,
+    check_replaceable,
+    fix_tail,
+    os_error,
+    prepare_parent,
+    refuse_directory,
+    refuse_foreign,
+    scan_jsonl,
+)
 from .errors import ConfigurationError
 from .results import ExpertAnswer
 
@@ -33,12 +47,14 @@ __all__ = [
     "DatasetItem",
     "FailedItem",
     "InputProblem",
+    "JSONRow",
     "ResultWriter",
     "coerce_item",
     "content_id",
     "output_row",
     "read_done_ids",
     "read_items",
+    "read_rows",
     "repair_jsonl",
 ]
 
@@ -139,27 +155,78 @@ def coerce_item(value: Any) -> DatasetItem:
 
 
 # -- reading ----------------------------------------------------------------------------------
-def _first_significant_char(handle: IO[str]) -> str:
-    while True:
-        ch = handle.read(1)
-        if not ch or not ch.isspace():
-            return ch
+_BOM = b"\xef\xbb\xbf"
+_UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
+# Bytes that are not UTF-8 are decoded with surrogateescape (0x80-0xff -> U+DC80-U+DCFF): valid
+# UTF-8 text never holds a lone surrogate, so finding one in the raw text locates a bad byte.
+_RAW_BYTE = re.compile("[\udc80-\udcff]")
+_TOO_DEEP = "JSON nested too deeply to read"
+
+
+class JSONRow(NamedTuple):
+    """One JSON value of an input file, and the line it starts on."""
+
+    line: int
+    value: Any
+
+
+def _open_input(path: Path, what: str) -> IO[bytes]:
+    """The file opened for reading in binary, or a one-line ConfigurationError saying why not."""
+    if path.is_dir():
+        raise ConfigurationError(
+            f"Cannot read the {what} {path}: it is a directory; pass a JSONL or JSON file."
+        )
+    try:
+        return path.open("rb", buffering=_CHUNK)
+    except OSError as exc:
+        raise ConfigurationError(f"Cannot read the {what} {path}: {exc.strerror or exc}.") from exc
+
+
+def _head(handle: IO[bytes]) -> bytes:
+    """The file's first bytes (up to 64 KiB), without consuming them: a peek, not a read and a
+    seek, so the file need not be seekable."""
+    peek = getattr(handle, "peek", None)
+    return bytes(peek(_CHUNK)) if peek is not None else b""
+
+
+def _first_significant_char(handle: IO[bytes]) -> bytes:
+    """The first byte after a BOM and white space (b"" if none), without consuming anything.
+
+    A file whose first 64 KiB are all white space is read as JSONL.
+    """
+    return _head(handle).removeprefix(_BOM).lstrip()[:1]
+
+
+def read_rows(
+    path: str | os.PathLike[str], *, what: str = "input file"
+) -> Iterator[JSONRow | InputProblem]:
+    """Stream the JSON values of a JSONL file or a JSON list, each with its line number.
+
+    The one reader of JSON input files: ``read_items`` and the judge's answer files use it. The
+    file is read in binary and each line (or list element) decoded on its own, so a line that
+    is not UTF-8, not JSON or nested too deeply becomes an :class:`InputProblem` (file and line)
+    and the rest is still read. A UTF-8 byte order mark is skipped. A file that cannot be
+    opened, a directory, or a UTF-16 file is a :class:`ConfigurationError` (``what`` names the
+    file in that message).
+    """
+    path = Path(path)
+    handle = _open_input(path, what)
+    with handle:
+        if _head(handle)[:2] in _UTF16_BOMS:  # else every line would be "not valid UTF-8"
+            raise ConfigurationError(
+                f"Cannot read the {what} {path}: it is UTF-16 text; save it as UTF-8."
+            )
+        if _first_significant_char(handle) == b"[":
+            yield from _read_json_list(handle, str(path))
+        else:
+            yield from _read_jsonl(handle, str(path))
 
 
 def read_items(path: str | os.PathLike[str]) -> Iterator[DatasetItem | InputProblem]:
     """Stream the items of a JSONL file or a JSON list; unusable rows come as problems."""
-    path = Path(path)
-    try:
-        handle = path.open(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigurationError(f"Cannot read the input file {path}: {exc}.") from exc
-    with handle:
-        first = _first_significant_char(handle)
-        handle.seek(0)
-        if first == "[":
-            yield from _read_json_list(handle, str(path))
-        else:
-            yield from _read_jsonl(handle, str(path))
+    where = str(path)
+    for row in read_rows(path):
+        yield row if isinstance(row, InputProblem) else _item_or_problem(row.value, where, row.line)
 
 
 def _item_or_problem(value: Any, where: str, line: int) -> DatasetItem | InputProblem:
@@ -167,10 +234,23 @@ def _item_or_problem(value: Any, where: str, line: int) -> DatasetItem | InputPr
         return coerce_item(value)
     except ValueError as exc:
         return InputProblem(where, line, str(exc).splitlines()[0])
+    except RecursionError:  # a value json could read but pydantic cannot walk
+        return InputProblem(where, line, _TOO_DEEP)
 
 
-def _read_jsonl(handle: IO[str], where: str) -> Iterator[DatasetItem | InputProblem]:
-    for number, line in enumerate(handle, start=1):
+def _bad_byte(raw: bytes, exc: UnicodeDecodeError) -> str:
+    return f"not valid UTF-8 (byte 0x{raw[exc.start]:02x} at byte {exc.start + 1} of the line)"
+
+
+def _read_jsonl(handle: IO[bytes], where: str) -> Iterator[JSONRow | InputProblem]:
+    for number, raw in enumerate(handle, start=1):
+        if number == 1:
+            raw = raw.removeprefix(_BOM)
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            yield InputProblem(where, number, _bad_byte(raw, exc))
+            continue
         if not line.strip():
             continue
         try:
@@ -178,12 +258,25 @@ def _read_jsonl(handle: IO[str], where: str) -> Iterator[DatasetItem | InputProb
         except json.JSONDecodeError as exc:
             yield InputProblem(where, number, f"not valid JSON ({exc.msg} at column {exc.colno})")
             continue
-        yield _item_or_problem(value, where, number)
+        except RecursionError:
+            yield InputProblem(where, number, _TOO_DEEP)
+            continue
+        yield JSONRow(number, value)
 
 
-def _read_json_list(handle: IO[str], where: str) -> Iterator[DatasetItem | InputProblem]:
-    """Decode ``[ {...}, {...} ]`` one element at a time, reading the file in chunks."""
+def _raw_byte(char: str) -> str:
+    return f"byte 0x{ord(char) - 0xDC00:02x}"
+
+
+def _read_json_list(handle: IO[bytes], where: str) -> Iterator[JSONRow | InputProblem]:
+    """Decode ``[ {...}, {...} ]`` one element at a time, reading the file in chunks.
+
+    An element holding bytes that are not UTF-8, or nested too deeply, is reported and skipped;
+    the list goes on. Anything that breaks the list itself (invalid JSON, a bad byte between
+    elements) is reported where it is, and reading stops there.
+    """
     decoder = json.JSONDecoder()
+    text = codecs.getincrementaldecoder("utf-8-sig")(errors="surrogateescape")
     buffer = ""
     line = 1  # line number at buffer[0]
     pos = 0
@@ -191,14 +284,18 @@ def _read_json_list(handle: IO[str], where: str) -> Iterator[DatasetItem | Input
 
     def fill() -> bool:
         nonlocal buffer, pos, line, eof
+        if eof:
+            return False
         line += buffer.count("\n", 0, pos)
         buffer = buffer[pos:]
         pos = 0
         chunk = handle.read(_CHUNK)
         if not chunk:
             eof = True
-            return False
-        buffer += chunk
+            tail = text.decode(b"", final=True)  # an incomplete sequence at the very end
+            buffer += tail
+            return bool(tail)
+        buffer += text.decode(chunk)
         return True
 
     def skip_space() -> None:
@@ -209,80 +306,113 @@ def _read_json_list(handle: IO[str], where: str) -> Iterator[DatasetItem | Input
             if pos < len(buffer) or not fill():
                 return
 
+    def line_at(index: int) -> int:
+        return line + buffer.count("\n", 0, index)
+
+    def stop(index: int, reason: str, culprit: int | None = None) -> InputProblem:
+        """The problem that ends the reading, on the line of ``index``; the character that
+        broke the JSON (``culprit``, default ``index``) is named if it is a bad byte."""
+        culprit = index if culprit is None else culprit
+        if culprit < len(buffer) and _RAW_BYTE.match(buffer, culprit):
+            char = buffer[culprit]
+            reason = f"not valid UTF-8 ({_raw_byte(char)} on line {line_at(culprit)})"
+        return InputProblem(where, line_at(index), f"{reason}; reading stopped")
+
+    def value_end() -> int | None:
+        """The end of the array or object at ``pos``, found by matching brackets (for a value
+        too deep to decode); None if the file ends first."""
+        depth, in_string, escaped, offset = 0, False, False, 0
+        while True:
+            index = pos + offset
+            while index < len(buffer):
+                char = buffer[index]
+                index += 1
+                if in_string:
+                    if escaped:
+                        escaped = False
+                    elif char == "\\":
+                        escaped = True
+                    elif char == '"':
+                        in_string = False
+                elif char == '"':
+                    in_string = True
+                elif char in "[{":
+                    depth += 1
+                elif char in "]}":
+                    depth -= 1
+                    if depth <= 0:
+                        return index
+            offset = index - pos  # fill() moves the buffer's start to pos
+            if not fill():
+                return None
+
     skip_space()
     if buffer[pos : pos + 1] != "[":
-        yield InputProblem(where, line, "a JSON list must start with '['")
+        yield stop(pos, "a JSON list must start with '['")
         return
     pos += 1
     expect_item = True
     while True:
         skip_space()
         if pos >= len(buffer):
-            yield InputProblem(where, line + buffer.count("\n", 0, pos), "the list never ends")
+            yield InputProblem(where, line_at(pos), "the list never ends")
             return
         if buffer[pos] == "]":
             return
         if not expect_item:
             if buffer[pos] != ",":
-                here = line + buffer.count("\n", 0, pos)
-                yield InputProblem(
-                    where, here, f"expected ',' between items, found {buffer[pos]!r}"
-                )
+                yield stop(pos, f"expected ',' between items, found {buffer[pos]!r}")
                 return
             pos += 1
             expect_item = True
             continue
+        too_deep = False
         while True:
             try:
                 value, end = decoder.raw_decode(buffer, pos)
                 break
             except json.JSONDecodeError as exc:
-                if not eof and fill():
+                offset = exc.pos - pos  # fill() moves the buffer's start to pos
+                if fill():
                     continue
-                here = line + buffer.count("\n", 0, pos)
-                yield InputProblem(where, here, f"not valid JSON ({exc.msg}); reading stopped")
+                yield stop(pos, f"not valid JSON ({exc.msg})", pos + offset)
                 return
-        here = line + buffer.count("\n", 0, pos)
-        yield _item_or_problem(value, where, here)
+            except RecursionError:
+                found = value_end()
+                if found is None:
+                    yield InputProblem(where, line_at(pos), f"{_TOO_DEEP}; reading stopped")
+                    return
+                value, end, too_deep = None, found, True
+                break
+        here = line_at(pos)
+        bad = _RAW_BYTE.search(buffer, pos, end)
+        if bad is not None:
+            reason = f"not valid UTF-8 ({_raw_byte(bad.group())} on line {line_at(bad.start())})"
+            yield InputProblem(where, here, reason)
+        elif too_deep:
+            yield InputProblem(where, here, _TOO_DEEP)
+        else:
+            yield JSONRow(here, value)
         pos = end
         expect_item = False
 
 
 # -- writing and resuming -----------------------------------------------------------------------
-def repair_jsonl(path: str | os.PathLike[str]) -> int:
-    """Cut a partial last line (a run killed mid-write) off a JSONL file; bytes removed.
+def repair_jsonl(path: str | os.PathLike[str], shape: RowShape = ANY_ROWS) -> int:
+    """Cut a row torn by a kill mid-write off the end of a JSONL file of ours; bytes removed.
 
-    Also removes a last line that is complete but not valid JSON (a write that was cut
-    exactly at its end before the newline can be neither).
+    Only a last line that provably is such a row is cut: every complete line must be a row of
+    ``shape`` (by default any JSON object) and the torn line must start as those rows start
+    (``{"``, or ``{"id": `` and the like for a specific shape). A last row that is whole but
+    lacks its newline is kept, and the newline added. Any other file (a ``json.dump`` document,
+    notes, a foreign last line) raises :class:`~expertprompting.errors.ConfigurationError` and
+    is left as it was.
     """
     path = Path(path)
-    if not path.exists():
-        return 0
-    with path.open("rb+") as handle:
-        size = handle.seek(0, io.SEEK_END)
-        if size == 0:
-            return 0
-        # find the start of the last line
-        end = size
-        handle.seek(size - 1)
-        if handle.read(1) == b"\n":
-            return 0
-        start = _last_newline(handle, end) + 1
-        handle.truncate(start)
-        return size - start
-
-
-def _last_newline(handle: IO[bytes], end: int) -> int:
-    position = end
-    while position > 0:
-        step = min(_CHUNK, position)
-        position -= step
-        handle.seek(position)
-        block = handle.read(step)
-        found = block.rfind(b"\n")
-        if found != -1:
-            return position + found
-    return -1
+    refuse_directory(path, "the output")
+    scan = scan_jsonl(path, shape)
+    refuse_foreign(path, scan, "output file")
+    return fix_tail(path, scan)
 
 
 def read_done_ids(path: str | os.PathLike[str]) -> set[str]:
@@ -302,10 +432,21 @@ def read_done_ids(path: str | os.PathLike[str]) -> set[str]:
     return done
 
 
-def output_row(item: DatasetItem, result: ExpertAnswer) -> dict[str, Any]:
-    """The JSONL row for a finished item: the ExpertLLaMA layout plus model, strategy, usage."""
+def output_row(
+    item: DatasetItem,
+    result: ExpertAnswer,
+    *,
+    requested_model: str | None = None,
+    fingerprint: str | None = None,
+) -> dict[str, Any]:
+    """The JSONL row for a finished item: the ExpertLLaMA layout plus model, strategy, usage.
+
+    ``model`` is the model the endpoint said answered; ``requested_model`` (the name the run
+    asked for) and ``fingerprint`` (:meth:`~expertprompting.core.Planner.fingerprint`), when
+    given, let a resumed run check that it continues the same kind of run.
+    """
     row: dict[str, Any] = {
-        "id": item.key,
+        "id": item.key,  # first: a torn row is recognised by how it starts
         "instruction": result.instruction,
         "input": result.input or "",
         "expert_identity": result.expert_identity,
@@ -316,31 +457,63 @@ def output_row(item: DatasetItem, result: ExpertAnswer) -> dict[str, Any]:
         "identity_cached": result.identity_cached,
         "truncated": result.truncated,
     }
+    if requested_model is not None:
+        row["requested_model"] = requested_model
+    if fingerprint is not None:
+        row["fingerprint"] = fingerprint
     if item.extra:
         row["extra"] = item.extra
     return row
 
 
 class ResultWriter:
-    """Appends JSONL rows, each flushed as soon as it is written (optionally fsynced)."""
+    """Appends JSONL rows, each written whole and flushed at once (optionally fsynced).
+
+    Before appending, a row torn by an earlier kill is cut (:func:`repair_jsonl`; pass
+    ``repair=False`` when the caller has just checked and repaired the file); with
+    ``truncate=True`` the file is replaced, but only when it is absent, empty, or a file of
+    ``shape`` rows. A row that fails to be written (disk full, file-size limit) is cut back to
+    the row boundary, so the file stays valid, and the failure raises a one-line
+    :class:`~expertprompting.errors.ExpertPromptingError`.
+    """
 
     def __init__(
-        self, path: str | os.PathLike[str], *, truncate: bool = False, fsync: bool = False
+        self,
+        path: str | os.PathLike[str],
+        *,
+        truncate: bool = False,
+        fsync: bool = False,
+        shape: RowShape = ANY_ROWS,
+        repair: bool = True,
     ):
         self.path = Path(path)
         self.fsync = fsync
-        if self.path.parent and not self.path.parent.exists():
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        if not truncate:
-            repair_jsonl(self.path)
-        self._handle = self.path.open("w" if truncate else "a", encoding="utf-8")
+        prepare_parent(self.path)
+        if truncate:
+            check_replaceable(self.path, shape, "output file")
+        elif repair:
+            repair_jsonl(self.path, shape)
+        flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if truncate else os.O_APPEND)
+        try:
+            self._fd: int | None = os.open(self.path, flags | getattr(os, "O_BINARY", 0), 0o666)
+        except OSError as exc:
+            raise os_error(self.path, exc, "write to") from exc
         self.written = 0
 
     def write(self, row: Mapping[str, Any]) -> None:
-        self._handle.write(json.dumps(row, ensure_ascii=False) + "\n")
-        self._handle.flush()
-        if self.fsync:
-            os.fsync(self._handle.fileno())
+        if self._fd is None:
+            raise ValueError(f"{self.path} is closed")
+        data = memoryview((json.dumps(row, ensure_ascii=False) + "\n").encode("utf-8"))
+        start = os.fstat(self._fd).st_size
+        try:
+            while data:  # os.write may write part of it (a file-size limit, a full disk)
+                data = data[os.write(self._fd, data) :]
+            if self.fsync:
+                os.fsync(self._fd)
+        except OSError as exc:
+            with contextlib.suppress(OSError):  # else the next run's repair cuts the torn row
+                os.ftruncate(self._fd, start)
+            raise os_error(self.path, exc, "write to") from exc
         self.written += 1
 
     def write_all(self, rows: Iterable[Mapping[str, Any]]) -> None:
@@ -348,7 +521,9 @@ class ResultWriter:
             self.write(row)
 
     def close(self) -> None:
-        self._handle.close()
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
     def __enter__(self) -> ResultWriter:
         return self

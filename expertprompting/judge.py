@@ -25,14 +25,27 @@ import json
 import os
 import re
 from collections import defaultdict
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from ._outputs import (
+    ERROR_ROWS,
+    VERDICT_ROWS,
+    FileRole,
+    RunLock,
+    check_clashes,
+    check_replaceable,
+    fix_tail,
+    hold,
+    refuse_directory,
+    refuse_foreign,
+    scan_jsonl,
+)
 from .core import ChatRequest, plan_room
-from .dataset import ResultWriter, read_done_ids, repair_jsonl
+from .dataset import InputProblem, ResultWriter, read_rows
 from .errors import ConfigurationError, ExpertPromptingError
 from .generate import default_errors_path
 from .progress import Progress
@@ -53,42 +66,144 @@ __all__ = [
 
 Outcome = Literal["win", "tie", "loss", "unparsed"]
 
-_NUMBER = r"(10(?:\.0+)?|[1-9](?:\.\d+)?)"
-_LABELLED = re.compile(
-    rf"assistant\s*1\D{{0,12}}?{_NUMBER}(?:\s*/\s*10)?.*?assistant\s*2\D{{0,12}}?{_NUMBER}",
-    re.IGNORECASE | re.DOTALL,
-)
-_OUT_OF = r"(?:\s*/\s*10)?"
-_LABEL = r"(?:[A-Za-z ]{1,20}:\s*)?"  # "Scores: 8 7"
+
+# -- reading a verdict -------------------------------------------------------------------------
+# A score is 1 to 10 (decimals allowed), never a piece of a longer number ("15", "10.5", "-3"),
+# optionally "/10" or "out of 10"; "4/5" is another scale, not a score of 4.
+def _score(name: str) -> str:
+    return (
+        rf"(?<![\d.\-])(?P<{name}>10(?:\.0+)?|[1-9](?:\.\d+)?)(?!\.?\d)"
+        rf"(?P<{name}_of>\s*(?:/|out\s+of)\s*10(?!\.?\d))?(?!\s*/\s*\d)"
+    )
+
+
+# The asked-for form on one line: "8 7", "8, 7", "8/10 and 7/10", "Scores: 8 vs 7", "[8, 7]";
+# a third number after the pair means it is something else ("8, 7, 9": three criteria).
 _PAIR = re.compile(
-    rf"^\W*{_LABEL}{_NUMBER}{_OUT_OF}\s*(?:[,;/|]|\s|and|vs\.?)\s*{_NUMBER}{_OUT_OF}\b"
+    rf"^[^\w\n]*(?:[^:\n]{{0,60}}:[^\w\n]*)?{_score('one')}"
+    rf"\s*(?:[,;|&]|\band\b|\bvs\b\.?|\bversus\b|[-\u2013\u2014])?\s*{_score('two')}"
+    r"(?!\s*[,;|]?\s*\d)",
+    re.IGNORECASE,
 )
+_LABEL_WORDS = "assistant|answer|response"
+_LABEL = rf"(?:{_LABEL_WORDS})\s*#?\s*"
+# "Assistant 1 ... 8": the gap before the score holds no digit and no other assistant's label.
+_LABELLED = re.compile(
+    rf"\b{_LABEL}(?P<who>[12])(?!\d)(?P<gap>(?:(?!{_LABEL}\d)\D){{0,60}}?){_score('s')}",
+    re.IGNORECASE,
+)
+# What makes "Assistant 1 ... 8" a score rather than a count ("Assistant 1 listed 7 points"):
+# the words between label and number, or a scoring verb earlier in the sentence.
+_GAP_SAYS_SCORE = re.compile(
+    r"[:=(\-\u2013\u2014]\s*$|\bscor|\brat(?:e|ed|es|ing)\b|\bgrade|\bgets?\b|\bgot\b|\breceiv|\bearn"
+    r"|\bdeserv|\bmerit|\baward|\bgiven\b",
+    re.IGNORECASE,
+)
+_SENTENCE_SAYS_SCORE = re.compile(
+    r"\b(?:scor|rat(?:e|ed|es|ing)\b|grad(?:e|ed|es|ing)\b|giv|gave|award|assign)", re.IGNORECASE
+)
+# ...and it ends there: "Assistant 1: 3 tips" is a count, "Assistant 1: 8 points" a score.
+_AFTER_SCORE = re.compile(
+    r"[ \t]*(?:$|[^\w\s]|(?:points?|and|but|while|whereas|for|because|as|since|overall|vs"
+    rf"|versus|{_LABEL_WORDS})\b)",
+    re.IGNORECASE | re.MULTILINE,
+)
+# "1. 9" then "2. 8" (what the bundled model writes), or the two scores on lines of their own;
+# the score ends its item or is followed by punctuation, never by more words ("1. 5 tips").
+_ITEM = re.compile(r"^[^\w\n]*(?P<n>\d+)\s*[.):]\s")
+_ITEM_SCORE = re.compile(
+    rf"^[^\w\n]*(?P<n>[1-3])\s*[.):]\s*{_score('s')}\s*(?:$|[^\w\s]|points?\b)", re.IGNORECASE
+)
+_BARE_SCORE = re.compile(rf"^[^\w\n]*{_score('s')}[^\w\n]*$", re.IGNORECASE)
+
+
+def _plain(text: str) -> str:
+    """Without Markdown emphasis and code marks, which judges wrap around anything."""
+    return re.sub(r"[*_`]", "", text)
+
+
+def _labelled(text: str) -> tuple[float, float] | None:
+    found: dict[str, float] = {}
+    for match in _LABELLED.finditer(text):
+        who = match["who"]
+        if who in found:
+            continue
+        # the sentence before the label; a bounded look-back keeps long replies linear
+        sentence = re.split(r"[.!?]\s|\n", text[max(0, match.start() - 200) : match.start()])[-1]
+        says_score = (
+            match["s_of"]
+            or _GAP_SAYS_SCORE.search(match["gap"])
+            or _SENTENCE_SAYS_SCORE.search(sentence)
+        )
+        if says_score and _AFTER_SCORE.match(text, match.end()):
+            found[who] = float(match["s"])
+    if "1" in found and "2" in found:
+        return found["1"], found["2"]
+    return None
+
+
+def _numbered(lines: Sequence[str], start: int) -> tuple[float, float] | None:
+    """Items "1. 9" at ``lines[start]`` and "2. 8" as the next item (explanations between)."""
+    first = _ITEM_SCORE.match(lines[start])
+    if not first or first["n"] != "1":
+        return None
+    later = (i for i in range(start + 1, len(lines)) if _ITEM.match(lines[i]))
+    second_at, third_at = next(later, None), next(later, None)
+    second = _ITEM_SCORE.match(lines[second_at]) if second_at is not None else None
+    if not second or second["n"] != "2":
+        return None
+    if third_at is not None and _ITEM_SCORE.match(lines[third_at]):
+        return None  # a third scored item: criteria, not two answers
+    return float(first["s"]), float(second["s"])
+
+
+def _bare(lines: Sequence[str], start: int) -> tuple[float, float] | None:
+    """The two scores alone on two lines from ``lines[start]`` (and no third below them)."""
+    bare = [_BARE_SCORE.match(line) for line in lines[start : start + 3]]
+    if len(bare) >= 2 and bare[0] and bare[1] and not (len(bare) > 2 and bare[2]):
+        return float(bare[0]["s"]), float(bare[1]["s"])
+    return None
 
 
 def parse_verdict(text: str | None) -> tuple[float, float] | None:
-    """The two scores of a verdict, or None when they cannot be read.
+    """The two scores of a verdict, (Assistant 1, Assistant 2), or None when they cannot be read.
 
-    Accepts "8 7", "8, 7", "8/10 7/10", "Assistant 1: 8 Assistant 2: 7" and the like, on the
-    first non-empty line (the labelled form anywhere in the text). Scores must be 1 to 10.
+    The first line wins: the judge is asked to write the pair there ("8 7", "8, 7", "8/10 and
+    7/10", "Scores: 8 vs 7", "Assistant 1: 8, Assistant 2: 7"), so numbers in the explanation
+    never override it. Only when the first line holds no pair are the scores looked for
+    elsewhere, in this order: a numbered list starting on the first line ("1. 9" then "2. 8"),
+    the two scores alone on the first two lines, labelled scores anywhere ("Assistant 1: 8/10"
+    ... "Assistant 2 gets 7"), a numbered list anywhere. Scores must be 1 to 10; a lead-in line
+    such as "Scores:" is skipped.
 
-    >>> parse_verdict("8 7\\nAssistant 1 was more precise.")
+    >>> parse_verdict("8 7\\nAssistant 1 listed 3 points while Assistant 2 gave 5.")
     (8.0, 7.0)
-    >>> parse_verdict("Assistant 1: 6/10, Assistant 2: 9/10") is not None
-    True
+    >>> parse_verdict("Assistant 1: 6/10\\nAssistant 2: 9/10")
+    (6.0, 9.0)
+    >>> parse_verdict("1. 9\\n2. 8")
+    (9.0, 8.0)
     >>> parse_verdict("Both answers are good.") is None
     True
     """
     if not text or not text.strip():
         return None
-    labelled = _LABELLED.search(text)
-    if labelled:
-        return float(labelled.group(1)), float(labelled.group(2))
-    first = next((line for line in text.splitlines() if line.strip()), "")
-    first = first.strip().strip("*#`").strip()
-    paired = _PAIR.match(first)
+    text = _plain(text)
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    start = 0
+    if len(lines) > 1 and lines[0].endswith(":") and not re.search(r"\d", lines[0]):
+        start = 1  # "Here are my scores:" and the scores below it
+    paired = _PAIR.match(lines[start])
     if paired:
-        return float(paired.group(1)), float(paired.group(2))
-    return None
+        return float(paired["one"]), float(paired["two"])
+    items = ((i, _ITEM_SCORE.match(line)) for i, line in enumerate(lines))
+    first_item = next((i for i, item in items if item and item["n"] == "1"), None)
+    return (
+        _labelled(lines[start])
+        or _numbered(lines, start)
+        or _bare(lines, start)
+        or _labelled(text)
+        or (_numbered(lines, first_item) if first_item is not None else None)
+    )
 
 
 class Verdict(BaseModel):
@@ -168,6 +283,11 @@ class ComparisonReport(BaseModel):
         "judges them again. Not among the pairs.",
     )
     unparsed_verdicts: int = Field(description="Single verdicts that could not be read.")
+    input_problems: int = Field(
+        default=0,
+        description="Rows of the answer files that could not be judged (not UTF-8, not JSON, "
+        "no instruction or answer): skipped, listed in the errors file as file:line.",
+    )
     adjusted_win_rate: float | None = Field(
         description="(wins + ties/2) / (wins + ties + losses): A's side; None with no scored pair."
     )
@@ -182,6 +302,11 @@ class ComparisonReport(BaseModel):
     )
     categories: list[CategoryRow] = Field(default_factory=list)
     verdicts: list[PairVerdict] = Field(default_factory=list, description="Every raw verdict.")
+
+    @property
+    def nothing_read(self) -> bool:
+        """Pairs were judged but not one verdict could be read: the judge ignores the format."""
+        return self.pairs > 0 and self.unparsed == self.pairs
 
 
 def build_report(a: str, b: str, pairs: Sequence[PairVerdict], failed: int = 0) -> ComparisonReport:
@@ -225,22 +350,61 @@ def build_report(a: str, b: str, pairs: Sequence[PairVerdict], failed: int = 0) 
 
 
 # -- matching rows of two answer files ---------------------------------------------------------
-def _read_jsonl(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
-    file = Path(path)
-    try:
-        handle = file.open(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigurationError(f"Cannot read the answers file {path}: {exc.strerror}.") from exc
-    with handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true or false"
+    names: dict[type, str] = {dict: "an object", list: "an array", str: "a string"}
+    return names.get(type(value), "a number")
+
+
+def _not_a_string(row: Mapping[str, Any], field: str) -> str | None:
+    """Why ``row[field]`` is not a usable string, or None if it is one."""
+    if field not in row:
+        return f"no {field!r} field"
+    if not isinstance(row[field], str):
+        return f"{field!r} must be a string, not {_json_type(row[field])}"
+    return None
+
+
+def _answer_row_problem(row: Mapping[str, Any], *, question: bool) -> str | None:
+    """Why a row cannot be judged: it needs an ``answer``, and an ``instruction`` where it
+    supplies the question (file A) or has no ``id`` to be matched by."""
+    reason = _not_a_string(row, "answer")
+    if reason is None and (question or row.get("id") is None):
+        reason = _not_a_string(row, "instruction")
+    return reason
+
+
+def _read_jsonl(
+    path: str | os.PathLike[str],
+    on_problem: Callable[[InputProblem], None] | None = None,
+    check: Callable[[Mapping[str, Any]], str | None] | None = None,
+) -> Iterator[dict[str, Any]]:
+    """The JSON objects of a JSONL file, read by the datasets' reader (the one JSONL reader).
+
+    A row that is not usable (not UTF-8, not JSON, not an object, or one that ``check`` finds
+    a reason against) goes to ``on_problem`` with its file and line, and is skipped; the rest
+    is still read.
+    """
+    where = str(path)
+    for row in read_rows(path, what="answers file"):
+        if isinstance(row, InputProblem):
+            problem = row
+        else:
+            value = row.value
+            reason: str | None = None
+            if not isinstance(value, dict):
+                reason = f"not a JSON object but {_json_type(value)}"
+            elif check is not None:
+                reason = check(value)
+            if reason is None:
+                yield value
                 continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ConfigurationError(f"{path}:{number} is not valid JSON ({exc.msg}).") from exc
-            if isinstance(row, dict):
-                yield row
+            problem = InputProblem(where, row.line, reason)
+        if on_problem is not None:
+            on_problem(problem)
 
 
 def _category(*rows: Mapping[str, Any]) -> str | None:
@@ -254,11 +418,18 @@ def _category(*rows: Mapping[str, Any]) -> str | None:
 
 
 def match_rows(
-    a_path: str | os.PathLike[str], b_path: str | os.PathLike[str]
+    a_path: str | os.PathLike[str],
+    b_path: str | os.PathLike[str],
+    *,
+    on_problem: Callable[[InputProblem], None] | None = None,
 ) -> list[tuple[str, str, str | None, str, str]]:
     """``(id, question, category, answer_a, answer_b)`` for rows present in both files.
 
-    Rows are matched by ``id``; files without ids are matched by instruction (and input).
+    Rows are matched by ``id``; files without ids are matched by instruction (and input). Each
+    row needs an ``answer``, and an ``instruction`` in file A (the question) or in a row of B
+    without an ``id``. A row that cannot be judged (not UTF-8, not JSON, not an object, a
+    needed field missing or not a string) is passed to ``on_problem`` as an
+    :class:`InputProblem` (file and line) and skipped.
     """
 
     def key(row: Mapping[str, Any]) -> str:
@@ -266,11 +437,17 @@ def match_rows(
             return str(row["id"])
         return json.dumps([row.get("instruction"), row.get("input") or ""])
 
-    b_rows = {key(row): row for row in _read_jsonl(b_path)}
+    def b_check(row: Mapping[str, Any]) -> str | None:
+        return _answer_row_problem(row, question=False)
+
+    def a_check(row: Mapping[str, Any]) -> str | None:
+        return _answer_row_problem(row, question=True)
+
+    b_rows = {key(row): row for row in _read_jsonl(b_path, on_problem, b_check)}
     matched = []
-    for row in _read_jsonl(a_path):
+    for row in _read_jsonl(a_path, on_problem, a_check):
         other = b_rows.get(key(row))
-        if other is None or not isinstance(row.get("answer"), str):
+        if other is None:
             continue
         question = str(row.get("instruction", ""))
         if row.get("input"):
@@ -279,6 +456,16 @@ def match_rows(
             (key(row), question, _category(row, other), row["answer"], str(other.get("answer", "")))
         )
     return matched
+
+
+def _check_verdict_paths(a: Path, b: Path, verdicts: Path, errors: Path) -> None:
+    """Refuse a verdicts or errors file that is an answers file (or each other), or a folder."""
+    refuse_directory(verdicts, "-o")
+    refuse_directory(errors, "-o")
+    check_clashes(
+        [FileRole(verdicts, "verdicts file", "-o"), FileRole(errors, "errors file", "-o")],
+        [FileRole(a, "answers file A"), FileRole(b, "answers file B")],
+    )
 
 
 # -- the judge ---------------------------------------------------------------------------------
@@ -388,25 +575,74 @@ class Judge:
         tpm: float | None = None,
         errors_path: str | os.PathLike[str] | None = None,
         progress: bool = True,
+        on_problem: Callable[[str], None] | None = None,
     ) -> ComparisonReport:
         """Async twin of :meth:`judge_files`."""
         check_concurrency(concurrency)
-        pairs = match_rows(a_path, b_path)
-        if not pairs:
-            raise ConfigurationError(
-                f"No rows of {a_path} match rows of {b_path} (by id, else by instruction)."
+        verdicts = Path(verdicts_path)
+        errors = Path(errors_path) if errors_path is not None else default_errors_path(verdicts)
+        _check_verdict_paths(Path(a_path), Path(b_path), verdicts, errors)
+        with hold([RunLock(verdicts, "-o"), RunLock(errors, "-o")]):
+            return await self._ajudge_files(
+                a_path,
+                b_path,
+                verdicts,
+                errors,
+                a_name=a_name,
+                b_name=b_name,
+                concurrency=concurrency,
+                rpm=rpm,
+                tpm=tpm,
+                progress=progress,
+                on_problem=on_problem,
             )
-        errors = (
-            Path(errors_path) if errors_path is not None else default_errors_path(verdicts_path)
-        )
-        repair_jsonl(verdicts_path)
-        done = read_done_ids(verdicts_path)
+
+    async def _ajudge_files(
+        self,
+        a_path: str | os.PathLike[str],
+        b_path: str | os.PathLike[str],
+        verdicts_path: Path,
+        errors: Path,
+        *,
+        a_name: str,
+        b_name: str,
+        concurrency: int,
+        rpm: float | None,
+        tpm: float | None,
+        progress: bool,
+        on_problem: Callable[[str], None] | None,
+    ) -> ComparisonReport:
+        """:meth:`ajudge_files` once its files are checked and locked."""
+        # before reading anything else: refuse a verdicts or errors file that is not ours
+        done: set[str] = set()
+        scan = scan_jsonl(verdicts_path, VERDICT_ROWS, lambda _, row: done.add(str(row["id"])))
+        refuse_foreign(verdicts_path, scan, "-o")
+        check_replaceable(errors, ERROR_ROWS, "-o")
+        problems: list[InputProblem] = []
+
+        def note(problem: InputProblem) -> None:
+            problems.append(problem)
+            if on_problem is not None:
+                on_problem(str(problem))
+
+        pairs = match_rows(a_path, b_path, on_problem=note)
+        if not pairs:
+            unread = f"; {len(problems)} rows unusable, first {problems[0]}" if problems else ""
+            raise ConfigurationError(
+                f"No rows of {a_path} match rows of {b_path} (by id, else by instruction){unread}."
+            )
+        fix_tail(verdicts_path, scan)
         todo = [p for p in pairs if p[0] not in done]
         bar = Progress(len(todo), enabled=progress)
         stats = RunStats()
         gate = asyncio.Semaphore(concurrency)
         # this run's failures only: earlier ones are judged again, as generate retries items
-        with ResultWriter(verdicts_path) as out, ResultWriter(errors, truncate=True) as error_log:
+        with (
+            ResultWriter(verdicts_path, shape=VERDICT_ROWS, repair=False) as out,
+            ResultWriter(errors, truncate=True, shape=ERROR_ROWS) as error_log,
+        ):
+            for problem in problems:  # the same record as generate's unusable input rows
+                error_log.write({"kind": "input", "where": str(problem), "error": problem.reason})
             async with self.prompter._run_driver(rpm=rpm, tpm=tpm) as driver:
 
                 async def one(item: tuple[str, str, str | None, str, str]) -> None:
@@ -432,7 +668,9 @@ class Judge:
             for row in _read_jsonl(verdicts_path)
             if row.get("id") in wanted
         ]
-        return build_report(a_name, b_name, judged, failed=stats.failed)
+        report = build_report(a_name, b_name, judged, failed=stats.failed)
+        report.input_problems = len(problems)
+        return report
 
     def judge_files(
         self,
@@ -447,7 +685,9 @@ class Judge:
         rerunning skips pairs already there. A pair whose request failed is written to
         ``errors_path`` (default ``<verdicts>.errors.jsonl``) with its reason instead, counted in
         the report's ``failed``, and judged again by a rerun. Options: ``a_name``, ``b_name``,
-        ``concurrency``, ``rpm``, ``tpm``, ``errors_path``, ``progress``.
+        ``concurrency``, ``rpm``, ``tpm``, ``errors_path``, ``progress``, ``on_problem`` (called
+        with ``file:line: reason`` for each row of the answer files that cannot be judged; such
+        rows are skipped, written to the errors file and counted in ``input_problems``).
         """
         return run_sync(self.ajudge_files(a_path, b_path, verdicts_path, **options))
 

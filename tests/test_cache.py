@@ -12,6 +12,7 @@ import pytest
 from expertprompting import Exemplar
 from expertprompting.cache import (
     CachedIdentity,
+    CacheWarning,
     IdentityCache,
     MemoryCache,
     SQLiteCache,
@@ -92,6 +93,7 @@ def test_sqlite_cache_persists_and_uses_wal(tmp_path: Path) -> None:
     path = tmp_path / "deep" / "ids.sqlite"
     with SQLiteCache(path) as cache:
         cache.put("k", _value())
+        assert cache._db is not None
         assert cache._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     with SQLiteCache(path) as again:
         hit = again.get("k")
@@ -110,15 +112,19 @@ def test_sqlite_treats_hostile_text_as_data(tmp_path: Path) -> None:
         assert len(cache) == 1
 
 
-def test_a_corrupt_file_is_a_clear_error(tmp_path: Path) -> None:
+def test_a_corrupt_file_is_a_clear_warning_and_no_cache(tmp_path: Path) -> None:
+    # more damage (a corrupt page, mid-run errors) is in test_cache_damage.py
     path = tmp_path / "not-a-db.sqlite"
     path.write_bytes(b"this is not sqlite at all" * 100)
-    with pytest.raises(ConfigurationError, match=r"not a usable SQLite file.*Delete it"):
-        SQLiteCache(path)
+    with pytest.warns(CacheWarning, match=r"not-a-db\.sqlite is not an SQLite file.*rm -f"):
+        cache = SQLiteCache(path)
+    cache.put("k", _value())
+    assert cache.get("k") is None
 
 
 def test_an_unreadable_row_is_a_miss(tmp_path: Path) -> None:
     with SQLiteCache(tmp_path / "c.sqlite") as cache:
+        assert cache._db is not None
         cache._db.execute("INSERT INTO identities VALUES ('k', '{broken', 0)")
         assert cache.get("k") is None
         cache.put("k", _value())

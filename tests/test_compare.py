@@ -111,8 +111,9 @@ def test_judge_command_prints_the_report_keys(server: FakeOpenAIServer, tmp_path
     assert len((tmp_path / "v.jsonl").read_text().splitlines()) == 4
 
 
+@pytest.mark.local_model
 @pytest.mark.timeout(900)
-def test_compare_on_the_bundled_model_finishes_with_odd_verdicts_counted(
+def test_compare_on_the_bundled_model_reports_what_its_judge_wrote(
     questions: Path, tmp_path: Path
 ) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("OPENAI_")}
@@ -120,10 +121,16 @@ def test_compare_on_the_bundled_model_finishes_with_odd_verdicts_counted(
     command = [EXE, "compare", str(questions), "--strategies", "vanilla,expert", "-o", str(out)]
     command += ["--max-tokens", "48", "--seed", "1", "--no-progress", "--json"]
     done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=850)
-    assert done.returncode == 0, done.stderr
+    assert done.returncode in (0, 1), done.stderr
     result = json.loads(done.stdout)
     (report,) = result["reports"]
     assert report["pairs"] == 3
+    # The tiny model rarely writes the two scores; when it writes none, compare says so.
+    nothing_read = report["unparsed"] == report["pairs"]
+    assert done.returncode == (1 if nothing_read else 0), done.stderr
+    if nothing_read:
+        assert "bundled SmolLM2-135M model is too small to judge" in done.stderr
+        assert "Traceback" not in done.stderr
     assert report["wins"] + report["ties"] + report["losses"] + report["unparsed"] == 3
     verdicts = [json.loads(line) for line in (out / "verdicts-expert-vs-vanilla.jsonl").open()]
     raw = [v for pair in verdicts for v in pair["verdicts"]]
