@@ -7,6 +7,8 @@ async drivers only carry requests to an endpoint and back, so the two faces cann
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 import warnings
 from collections.abc import Generator, Mapping, Sequence
@@ -15,7 +17,7 @@ from typing import Any, TypedDict
 
 from .budget import plan_max_tokens
 from .config import PrompterConfig
-from .errors import ConfigurationError, ResponseError, TokenBudgetError
+from .errors import ConfigurationError, ResponseError, TokenBudgetError, UnknownModelWarning
 from .exemplars import Exemplar, ExemplarIndex, select_exemplars
 from .model_table import lookup_model
 from .results import ExpertAnswer, ExpertIdentity, RequestRecord, Step, Strategy, Usage
@@ -113,43 +115,96 @@ class Exchange:
 Flow = Generator[ChatRequest, Exchange, Any]
 
 
+_PLAIN = (str, bytes, bytearray, int, float, list, tuple)
+"""Values in a reply that have no fields (JSON scalars and arrays)."""
+
+
 def _get(obj: Any, name: str) -> Any:
-    return obj.get(name) if isinstance(obj, Mapping) else getattr(obj, name, None)
+    """Field ``name`` of a part of a reply (a dict's key, an SDK object's attribute), or None.
+
+    A plain value (a string, a number, a list) has no fields: None, not one of its methods.
+    """
+    if isinstance(obj, Mapping):
+        return obj.get(name)
+    if obj is None or isinstance(obj, _PLAIN):
+        return None
+    return getattr(obj, name, None)
+
+
+def _malformed(what: str) -> ResponseError:
+    return ResponseError(
+        f"The endpoint's reply is malformed: {what}; check that the endpoint speaks the "
+        "OpenAI API.",
+        reason="unparseable",
+        retryable=True,
+    )
+
+
+def _kind(value: Any) -> str:
+    return "a list" if isinstance(value, (list, tuple)) else type(value).__name__
+
+
+def _object(value: Any, what: str) -> Any:
+    """``value`` if it is a JSON object (or an SDK object) or absent; else a ResponseError."""
+    if value is not None and isinstance(value, _PLAIN):
+        raise _malformed(f"{what} is {_kind(value)}, not an object")
+    return value
+
+
+def _text(value: Any, what: str) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    raise _malformed(f"{what} is {_kind(value)}, not text")
+
+
+def _choices(reply: Any) -> list[Any] | tuple[Any, ...]:
+    choices = _get(reply, "choices")
+    if choices is None:
+        return []
+    if not isinstance(choices, (list, tuple)):
+        raise _malformed(f"'choices' is {_kind(choices)}, not a list")
+    return choices
+
+
+def _count(value: Any) -> int | None:
+    """A token count as the server reported it, or None when it is not a whole number >= 0.
+
+    Usage settles the run budget, so a count that is negative, fractional, a string, a bool or
+    missing is not trusted: the caller counts the tokens itself instead.
+    """
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    return None
 
 
 def parse_completion(response: Any, request: ChatRequest, counter: TokenCounter) -> Completion:
-    """Read a chat completion (SDK object or plain dict).
+    """Read a chat completion (SDK object or plain dict); a malformed one is a ResponseError.
 
-    A reply without usage is counted exactly: the planned prompt size, and ``counter`` over the
-    text.
+    Usage the server did not report, or reported as anything but a whole number >= 0, is
+    counted exactly: the planned prompt size, and ``counter`` over the text.
     """
-    choices = _get(response, "choices")
+    _object(response, "the body")
+    choices = _choices(response)
     if not choices:
         raise ResponseError(
-            "The endpoint's reply has no choices; it may not be OpenAI-compatible. Check base_url.",
+            "The endpoint's reply has no choices; check that the endpoint speaks the OpenAI API.",
             reason="unparseable",
             retryable=True,
         )
-    choice = choices[0]
-    content = _get(_get(choice, "message"), "content")
-    usage = _get(response, "usage")
-    prompt = _get(usage, "prompt_tokens") if usage is not None else None
-    completion = _get(usage, "completion_tokens") if usage is not None else None
-    if content is not None and not isinstance(content, str):
-        raise ResponseError(
-            f"The endpoint's reply content is {type(content).__name__}, not text; "
-            "it may not be OpenAI-compatible. Check base_url.",
-            reason="unparseable",
-            retryable=True,
-        )
+    choice = _object(choices[0], "choices[0]")
+    message = _object(_get(choice, "message"), "the message")
+    content = _text(_get(message, "content"), "the message content")
+    finish_reason = _text(_get(choice, "finish_reason"), "finish_reason")
+    usage = _object(_get(response, "usage"), "usage")
+    prompt = _count(_get(usage, "prompt_tokens"))
+    completion = _count(_get(usage, "completion_tokens"))
+    model = _get(response, "model")
     return Completion(
         content=content,
-        finish_reason=_get(choice, "finish_reason"),
-        prompt_tokens=int(prompt) if prompt is not None else request.prompt_tokens,
-        completion_tokens=(
-            int(completion) if completion is not None else counter.count_text(content or "")
-        ),
-        model=str(_get(response, "model") or request.model),
+        finish_reason=finish_reason,
+        prompt_tokens=request.prompt_tokens if prompt is None else prompt,
+        completion_tokens=counter.count_text(content or "") if completion is None else completion,
+        model=model if isinstance(model, str) and model else request.model,
     )
 
 
@@ -189,7 +244,11 @@ def clean_answer(text: str) -> str:
 
 def fold_input(instruction: str, input: str | None) -> tuple[str, str | None]:
     """Validate an instruction and normalise its optional input ("" means none)."""
-    if not isinstance(instruction, str) or not instruction.strip():
+    if not isinstance(instruction, str):
+        raise ConfigurationError(
+            f"The instruction must be a string, not {type(instruction).__name__}."
+        )
+    if not instruction.strip():
         raise ConfigurationError(
             "The instruction is empty. Pass the text of the task to answer, "
             "e.g. ep.answer('Explain how vaccines train the immune system.')."
@@ -222,8 +281,13 @@ class Planner:
             self.context_window = info.context_window
         else:
             warnings.warn(
-                f"Context window of model {self.config.model!r} unknown; assuming "
-                f"{DEFAULT_CONTEXT_WINDOW} tokens. Pass context_window= to set it.",
+                UnknownModelWarning(
+                    f"Context window of model {self.config.model!r} unknown; assuming "
+                    f"{DEFAULT_CONTEXT_WINDOW} tokens. Pass context_window= to set it.",
+                    model=self.config.model,
+                    assumption=f"assuming a context window of {DEFAULT_CONTEXT_WINDOW} tokens",
+                    setting="context_window",
+                ),
                 stacklevel=4,
             )
             self.context_window = DEFAULT_CONTEXT_WINDOW
@@ -377,6 +441,66 @@ class Planner:
             self, worst, None, "answer (with the longest allowed identity)", MIN_ANSWER_TOKENS
         )
 
+    def fingerprint(self, strategy: Strategy | None = None) -> str:
+        """A short, stable digest of what, besides the model, shapes the answers.
+
+        Five parts of six hex digits joined by ``-``, in this order: the template sources, the
+        exemplar pool, the sampling settings (temperature, top_p, seed, repeat_penalty and the
+        token caps), the planning limits (exemplars shown and their budget, identity layout,
+        number of experts, context window and margin) and the answer-cleaning flag; so two
+        fingerprints also tell which of these differ. With ``strategy``, only what that strategy
+        uses counts (a vanilla run is the same whatever the exemplars); without, everything.
+        Connection settings (API key, base URL, timeouts, retries, budgets) never count.
+        Output files record it, so a resumed run can tell it would mix different runs.
+        """
+        c = self.config
+        identity = strategy in (None, "expert", "multi-expert")
+        names: Sequence[str]
+        if strategy is None:
+            names = sorted(self.templates)
+        elif strategy == "expert":
+            names = ("identity", "identity_system", "identity_turn", "answer")
+        elif strategy == "multi-expert":
+            names = ("experts", "answer", "aggregate")
+        else:
+            names = (strategy,)
+        templates = {n: t.source for n in names if (t := self.templates.get(n)) is not None}
+        pool = [[e.instruction, e.description, e.domain] for e in self.exemplars]
+        sampling: dict[str, Any] = {
+            "temperature": c.temperature,
+            "top_p": c.top_p,
+            "seed": c.seed,
+            "repeat_penalty": c.repeat_penalty,
+            "max_tokens": c.max_tokens,
+        }
+        planning: dict[str, Any] = {
+            "context_window": self.context_window,
+            "margin_tokens": c.margin_tokens,
+        }
+        if identity:
+            sampling.update(identity_max_tokens=c.identity_max_tokens, stop=list(c.identity_stop))
+        if strategy in (None, "expert"):
+            planning.update(
+                k_exemplars=c.k_exemplars,
+                identity_prompt_budget=c.identity_prompt_budget,
+                identity_layout=c.identity_layout,
+            )
+        if strategy in (None, "multi-expert"):
+            planning["n_experts"] = c.n_experts
+        parts = (
+            templates,
+            pool if strategy in (None, "expert") else [],
+            sampling,
+            planning,
+            c.clean_answers,
+        )
+        return "-".join(
+            hashlib.sha256(
+                json.dumps(part, sort_keys=True, ensure_ascii=False).encode("utf-8")
+            ).hexdigest()[:6]
+            for part in parts
+        )
+
 
 def plan_room(planner: Planner, prompt: int, cap: int | None, what: str, minimum: int = 1) -> int:
     """Plan ``max_tokens`` for a prompt of ``prompt`` tokens under the planner's window."""
@@ -466,7 +590,11 @@ def answer_flow(
 
 
 class StreamAssembler:
-    """Collects a streamed reply's chunks into a :class:`Completion`; hands out text deltas."""
+    """Collects a streamed reply's chunks into a :class:`Completion`; hands out text deltas.
+
+    A malformed chunk raises :class:`ResponseError`; usage is checked as in
+    :func:`parse_completion`.
+    """
 
     def __init__(self, request: ChatRequest) -> None:
         self.request = request
@@ -476,40 +604,49 @@ class StreamAssembler:
         self.prompt_tokens: int | None = None
         self.completion_tokens: int | None = None
 
-    def feed(self, chunk: Any) -> str:
-        """Take one chunk; return the text it adds ("" for none)."""
-        self.model = str(_get(chunk, "model") or self.model)
-        usage = _get(chunk, "usage")
-        if usage is not None:
-            self.prompt_tokens = _get(usage, "prompt_tokens")
-            self.completion_tokens = _get(usage, "completion_tokens")
+    @staticmethod
+    def chunk_text(chunk: Any) -> str:
+        """The text one chunk carries ("" for none); ResponseError if it is malformed."""
         text = ""
-        for choice in _get(chunk, "choices") or []:
-            delta = _get(choice, "delta")
-            piece = _get(delta, "content") if delta is not None else None
+        for choice in _choices(_object(chunk, "a stream chunk")):
+            delta = _object(_get(_object(choice, "a chunk's choice"), "delta"), "a chunk's delta")
+            piece = _text(_get(delta, "content"), "a chunk's content")
             if piece:
                 text += piece
-            if _get(choice, "finish_reason"):
-                self.finish_reason = _get(choice, "finish_reason")
+        return text
+
+    def feed(self, chunk: Any) -> str:
+        """Take one chunk; return the text it adds ("" for none)."""
+        text = self.chunk_text(chunk)
+        model = _get(chunk, "model")
+        if isinstance(model, str) and model:
+            self.model = model
+        usage = _object(_get(chunk, "usage"), "a chunk's usage")
+        if usage is not None:
+            self.prompt_tokens = _count(_get(usage, "prompt_tokens"))
+            self.completion_tokens = _count(_get(usage, "completion_tokens"))
+        for choice in _choices(chunk):
+            finish_reason = _text(_get(choice, "finish_reason"), "a chunk's finish_reason")
+            if finish_reason:
+                self.finish_reason = finish_reason
         if text:
             self.parts.append(text)
         return text
 
     def completion(self, counter: TokenCounter) -> Completion:
-        """The whole reply. A server that sent no usage is counted exactly with ``counter``."""
+        """The whole reply. Usage the server did not send (or sent as nonsense) is counted
+        exactly with ``counter``."""
         content = "".join(self.parts)
         return Completion(
             content=content,
             finish_reason=self.finish_reason,
             prompt_tokens=(
-                int(self.prompt_tokens)
-                if self.prompt_tokens is not None
-                else self.request.prompt_tokens
+                self.request.prompt_tokens if self.prompt_tokens is None else self.prompt_tokens
             ),
             completion_tokens=(
-                int(self.completion_tokens)
-                if self.completion_tokens is not None
-                else counter.count_text(content)
+                counter.count_text(content)
+                if self.completion_tokens is None
+                else self.completion_tokens
             ),
             model=self.model,
         )

@@ -10,12 +10,14 @@ __all__ = [
     "BudgetExceededError",
     "ConfigurationError",
     "ExpertPromptingError",
+    "ExpertPromptingWarning",
     "RateLimitError",
     "RequestError",
     "ResponseError",
     "RetryError",
     "TemplateError",
     "TokenBudgetError",
+    "UnknownModelWarning",
 ]
 
 
@@ -92,3 +94,22 @@ class RequestError(ExpertPromptingError):
     def __init__(self, message: str, *, status_code: int | None) -> None:
         super().__init__(message)
         self.status_code = status_code
+
+
+class ExpertPromptingWarning(UserWarning):
+    """Base class of every warning :mod:`expertprompting` issues (filter them by this class)."""
+
+
+class UnknownModelWarning(ExpertPromptingWarning):
+    """A model the library has no facts about: it goes on with a stated assumption.
+
+    ``model`` is the name, ``assumption`` what is done instead (a clause), ``setting``
+    the prompter setting that replaces the assumption. The command line turns this into one
+    ``note:`` line per model, naming its own option for the setting.
+    """
+
+    def __init__(self, message: str, *, model: str, assumption: str, setting: str) -> None:
+        super().__init__(message)
+        self.model = model
+        self.assumption = assumption
+        self.setting = setting

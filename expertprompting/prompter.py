@@ -264,7 +264,7 @@ class ExpertPrompter:
                 transport = LocalTransport(self._local)
             else:
                 client = self._client or openai.OpenAI(**self._openai_kwargs())
-                transport = OpenAITransport(client, self.config.timeout)
+                transport = OpenAITransport(client, self.config.deadlines)
             self._sync = SyncDriver(
                 transport, self.ledger, self._retry, self.counter, cache=self.cache
             )
@@ -275,7 +275,7 @@ class ExpertPrompter:
         if self._local is not None:
             return AsyncLocalTransport(self._local), None
         if self._async_client is not None:
-            return AsyncOpenAITransport(self._async_client, self.config.timeout), None
+            return AsyncOpenAITransport(self._async_client, self.config.deadlines), None
         if self._client is not None:
             c = self._client
             # the settings a sync client can carry over; an HTTP client or proxies cannot be
@@ -289,7 +289,7 @@ class ExpertPrompter:
             )
         else:
             client = openai.AsyncOpenAI(**self._openai_kwargs())
-        return AsyncOpenAITransport(client, self.config.timeout), client.close
+        return AsyncOpenAITransport(client, self.config.deadlines), client.close
 
     def _async_driver(self) -> AsyncDriver:
         # An async HTTP client belongs to the event loop it first ran in: one driver per loop,
@@ -343,10 +343,12 @@ class ExpertPrompter:
     # -- calls ------------------------------------------------------------------------------------
     def identify(self, instruction: str, input: str | None = None) -> ExpertIdentity:
         """Step 1 alone: the expert identity for ``instruction`` (one request)."""
+        _check_instruction(instruction)
         return self._sync_driver().run(identify_flow(self.planner, instruction, input))
 
     async def aidentify(self, instruction: str, input: str | None = None) -> ExpertIdentity:
         """Async twin of :meth:`identify`."""
+        _check_instruction(instruction)
         return await self._async_driver().run(identify_flow(self.planner, instruction, input))
 
     def answer(
@@ -358,6 +360,7 @@ class ExpertPrompter:
         strategy: Strategy | None = None,
     ) -> ExpertAnswer:
         """Answer ``instruction`` as its expert: two requests, or one with ``identity=``."""
+        _check_instruction(instruction)
         flow = strategy_flow(self.planner, instruction, input, identity, self._strategy(strategy))
         return self._sync_driver().run(flow)
 
@@ -370,6 +373,7 @@ class ExpertPrompter:
         strategy: Strategy | None = None,
     ) -> ExpertAnswer:
         """Async twin of :meth:`answer`."""
+        _check_instruction(instruction)
         flow = strategy_flow(self.planner, instruction, input, identity, self._strategy(strategy))
         return await self._async_driver().run(flow)
 
@@ -386,6 +390,7 @@ class ExpertPrompter:
         The identity (step 1) is fetched whole first. After the loop, ``.result`` is the
         :class:`ExpertAnswer`.
         """
+        _check_instruction(instruction)
         flow = strategy_flow(
             self.planner, instruction, input, identity, self._strategy(strategy), stream=True
         )
@@ -400,6 +405,7 @@ class ExpertPrompter:
         strategy: Strategy | None = None,
     ) -> AsyncAnswerStream:
         """Async twin of :meth:`stream`: ``async for chunk in ep.astream(...)``."""
+        _check_instruction(instruction)
         flow = strategy_flow(
             self.planner, instruction, input, identity, self._strategy(strategy), stream=True
         )
@@ -526,6 +532,15 @@ class ExpertPrompter:
     def __repr__(self) -> str:
         c = self.config
         return f"ExpertPrompter(model={c.model!r}, strategy={c.strategy!r})"
+
+
+def _check_instruction(instruction: object) -> None:
+    """Refuse a non-text instruction at the call (a stream would only fail when read)."""
+    if not isinstance(instruction, str):
+        raise ConfigurationError(
+            f"The instruction must be a string, not {type(instruction).__name__}; "
+            "pass the text of the task, e.g. ep.answer('Explain tides.')."
+        )
 
 
 def _text_at_least_once(

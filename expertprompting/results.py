@@ -7,11 +7,20 @@ All are pydantic models, so they validate, print, and round-trip through JSON
 from __future__ import annotations
 
 import html
+import re
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["ExpertAnswer", "ExpertIdentity", "ExpertView", "RequestRecord", "Strategy", "Usage"]
+__all__ = [
+    "ExpertAnswer",
+    "ExpertIdentity",
+    "ExpertView",
+    "RequestRecord",
+    "Strategy",
+    "Usage",
+    "format_cost",
+]
 
 Strategy = str
 """A strategy's name. Built in: ``expert`` (the method), ``vanilla`` (the instruction alone),
@@ -30,13 +39,21 @@ class Usage(BaseModel):
     completion_tokens: int = 0
     total_tokens: int = 0
     requests: int = 0
-    cost: float | None = Field(default=None, description="USD, when the model's price is known.")
+    cost: float | None = Field(
+        default=None,
+        description="USD; None unless the price of every request counted here is known.",
+    )
 
     def __add__(self, other: Usage) -> Usage:
+        # Nothing spent (a cache hit, an empty total) has nothing to price. Anything else with
+        # an unknown price makes the sum's cost unknown: a total is never a silent partial sum,
+        # so rows and the summary of a run agree on null versus a number.
+        spent = [u for u in (self, other) if u.requests or u.total_tokens]
+        costs = [u.cost for u in spent]
         cost = (
             None
-            if self.cost is None and other.cost is None
-            else ((self.cost or 0.0) + (other.cost or 0.0))
+            if not spent or any(c is None for c in costs)
+            else sum(c for c in costs if c is not None)
         )
         return Usage(
             prompt_tokens=self.prompt_tokens + other.prompt_tokens,
@@ -45,6 +62,85 @@ class Usage(BaseModel):
             requests=self.requests + other.requests,
             cost=cost,
         )
+
+    def summary(self) -> str:
+        """A short account, e.g. ``2 requests/812 tokens/$0.0003`` (cost only when known)."""
+        text = f"{_count(self.requests, 'request')}/{self.total_tokens} tokens"
+        return text if self.cost is None else f"{text}/{format_cost(self.cost)}"
+
+
+def format_cost(cost: float) -> str:
+    """A cost in USD as people read it: ``$0.0012``, ``$1.25``; ``<$0.0001`` for crumbs."""
+    if cost <= 0:
+        return "$0"
+    if cost < 0.0001:
+        return "<$0.0001"
+    return f"${cost:,.2f}" if cost >= 1 else f"${cost:.4f}"
+
+
+def _count(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def _short(text: str | None, limit: int = 60) -> str:
+    """``text`` for a repr: whole when short, else its start, an ellipsis and its length."""
+    if text is None or len(text) <= limit:
+        return repr(text)
+    return f"{text[:limit].rstrip() + '...'!r} ({len(text)} chars)"
+
+
+# -- Markdown views ---------------------------------------------------------------------------
+_FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})")
+_CODE_SPAN = re.compile(r"(?<!`)(`+)(?!`).+?(?<!`)\1(?!`)")
+
+
+def _escape_line(line: str) -> str:
+    pieces: list[str] = []
+    end = 0
+    for span in _CODE_SPAN.finditer(line):
+        pieces += [html.escape(line[end : span.start()], quote=False), span.group(0)]
+        end = span.end()
+    pieces.append(html.escape(line[end:], quote=False))
+    return "".join(pieces)
+
+
+def _md(text: str) -> str:
+    """Text for a Markdown view, escaped the same way everywhere.
+
+    Markdown renders (a model's lists, emphasis and code are meant to), but raw HTML is shown
+    as text: ``<div>`` in an instruction must appear, not vanish into a tag. Code blocks and
+    code spans are left alone, since Markdown already shows them verbatim.
+    """
+    lines: list[str] = []
+    fence: str | None = None
+    for line in text.split("\n"):
+        mark = _FENCE.match(line)
+        if fence is not None:
+            if mark and mark.group(1)[0] == fence[0] and len(mark.group(1)) >= len(fence):
+                fence = None
+            lines.append(line)
+        elif mark:
+            fence = mark.group(1)
+            lines.append(line)
+        else:
+            lines.append(_escape_line(line))
+    if fence is not None:  # a cut-off answer must not pull what follows into its code block
+        lines.append(fence)
+    return "\n".join(lines)
+
+
+def _quote(text: str) -> str:
+    return "\n".join(f"> {line}" if line else ">" for line in _md(text).split("\n"))
+
+
+def _footer(usage: Usage, *more: str) -> str:
+    parts = [
+        _count(usage.requests, "request"),
+        f"{usage.prompt_tokens} prompt + {usage.completion_tokens} completion tokens",
+    ]
+    if usage.cost is not None:
+        parts.append(format_cost(usage.cost))
+    return "<sub>" + ", ".join([*parts, *more]) + "</sub>"
 
 
 class RequestRecord(BaseModel):
@@ -83,6 +179,28 @@ class ExpertIdentity(BaseModel):
 
     def __str__(self) -> str:
         return self.description
+
+    def __repr__(self) -> str:
+        parts = [
+            f"model={self.model!r}",
+            f"description={_short(self.description)}",
+            f"exemplars={len(self.exemplars)}",
+        ]
+        if self.cached:
+            parts.append("cached=True")
+        parts.append(f"usage={self.usage.summary()}")
+        return f"ExpertIdentity({', '.join(parts)})"
+
+    def _repr_markdown_(self) -> str:
+        parts = [f"**Instruction** (`{self.model}`)", "", _quote(self.instruction)]
+        if self.input:
+            parts += ["", _quote(self.input)]
+        parts += ["", "**Expert identity**", "", _md(self.description), ""]
+        more = [_count(len(self.exemplars), "exemplar") + " shown"]
+        if self.cached:
+            more.append("from the cache")
+        parts.append(_footer(self.usage, *more))
+        return "\n".join(parts)
 
 
 class ExpertView(BaseModel):
@@ -131,22 +249,31 @@ class ExpertAnswer(BaseModel):
         "combined answer).",
     )
 
-    def _repr_markdown_(self) -> str:
-        def quote(text: str) -> str:
-            return "\n".join(f"> {html.escape(line)}" for line in text.splitlines())
+    def __repr__(self) -> str:
+        parts = [f"strategy={self.strategy!r}", f"model={self.model!r}"]
+        if self.id is not None:
+            parts.insert(0, f"id={self.id!r}")
+        parts.append(f"answer={_short(self.answer)}")
+        if self.expert_identity is not None:
+            parts.append(f"identity={_short(self.expert_identity)}")
+        if self.experts:
+            parts.append(f"experts={len(self.experts)}")
+        if self.truncated:
+            parts.append("truncated=True")
+        parts.append(f"usage={self.usage.summary()}")
+        return f"ExpertAnswer({', '.join(parts)})"
 
-        parts = [f"**Instruction** ({self.strategy}, `{self.model}`)", "", quote(self.instruction)]
+    def _repr_markdown_(self) -> str:
+        header = f"**Instruction** ({_md(self.strategy)}, `{self.model}`)"
+        parts = [header, "", _quote(self.instruction)]
         if self.input:
-            parts += ["", quote(self.input)]
+            parts += ["", _quote(self.input)]
         if self.expert_identity:
-            parts += ["", "**Expert identity**", "", quote(self.expert_identity)]
-        parts += ["", "**Answer**", "", self.answer]
-        u = self.usage
-        parts += [
-            "",
-            f"<sub>{u.requests} requests, {u.prompt_tokens} prompt + {u.completion_tokens} "
-            f"completion tokens, {self.seconds:.2f} s"
-            + (" (truncated at max_tokens)" if self.truncated else "")
-            + "</sub>",
-        ]
+            label = "**Experts**" if self.experts else "**Expert identity**"
+            parts += ["", label, "", _quote(self.expert_identity)]
+        parts += ["", "**Answer**", "", _md(self.answer), ""]
+        more = [f"{self.seconds:.2f} s"]
+        if self.truncated:
+            more.append("truncated at max_tokens")
+        parts.append(_footer(self.usage, *more))
         return "\n".join(parts)

@@ -34,7 +34,7 @@ import tiktoken
 import tiktoken.model
 from tiktoken_ext import openai_public
 
-from .errors import ConfigurationError
+from .errors import ConfigurationError, UnknownModelWarning
 
 __all__ = [
     "DEFAULT_ENCODING",
@@ -168,8 +168,13 @@ def encoding_name_for_model(model: str) -> str:
         return tiktoken.model.encoding_name_for_model(model)
     except KeyError:
         warnings.warn(
-            f"tiktoken does not know model {model!r}; counting tokens with {DEFAULT_ENCODING}. "
-            "Pass a TokenCounter if this model uses another tokenizer.",
+            UnknownModelWarning(
+                f"tiktoken does not know model {model!r}; counting tokens with "
+                f"{DEFAULT_ENCODING}. Pass token_counter= if this model uses another tokenizer.",
+                model=model,
+                assumption=f"counting tokens with {DEFAULT_ENCODING}",
+                setting="token_counter",
+            ),
             stacklevel=3,
         )
         return DEFAULT_ENCODING

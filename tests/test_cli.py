@@ -98,7 +98,7 @@ def test_identify_prints_the_identity(server: FakeOpenAIServer) -> None:
 
 
 def test_prompt_sends_nothing_and_prints_the_exact_messages(server: FakeOpenAIServer) -> None:
-    result = run("prompt", "Tides?", "--json", "--base-url", server.base_url)
+    result = run("prompt", "Tides?", "--json")  # no key, no endpoint: it sends nothing
     assert result.returncode == 0, result.stderr
     steps = json.loads(result.stdout)
     ep = ExpertPrompter(base_url=server.base_url)
@@ -217,6 +217,7 @@ def test_generate_writes_rows_and_resumes(server: FakeOpenAIServer, tmp_path: Pa
     assert len(ids) == len(set(ids)) == 5
 
 
+@pytest.mark.local_model
 def test_the_bundled_model_answers_with_no_key() -> None:
     result = run("answer", "Name three primary colours.", "--max-tokens", "24", "--seed", "1")
     assert result.returncode == 0, result.stderr
@@ -241,11 +242,11 @@ def test_batch_two_passes_from_the_command_line(server: FakeOpenAIServer, tmp_pa
     r1, o1, r2, o2 = (str(tmp_path / f"{n}.jsonl") for n in ("r1", "o1", "r2", "o2"))
     out = str(tmp_path / "out.jsonl")
     steps = [
-        ["identity-requests", str(source), "-o", r1, *url],
+        ["identity-requests", str(source), "-o", r1],  # file steps: no endpoint
         ["run", r1, "-o", o1, *url],
-        ["answer-requests", str(source), "--identities", o1, "-o", r2, *url],
+        ["answer-requests", str(source), "--identities", o1, "-o", r2],
         ["run", r2, "-o", o2, *url],
-        ["assemble", str(source), "--identities", o1, "--answers", o2, "-o", out, *url],
+        ["assemble", str(source), "--identities", o1, "--answers", o2, "-o", out],
     ]
     for step in steps:
         result = run("batch", *step)
