@@ -19,6 +19,7 @@ import contextlib
 import dataclasses
 import email.parser
 import email.policy
+import functools
 import itertools
 import json
 import random
@@ -27,7 +28,6 @@ import select
 import socket
 import threading
 import time
-import warnings
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -35,7 +35,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any, Literal, cast
 
-from .tokens import count_tokens, encoding_for_model
+from .tokens import DEFAULT_ENCODING, TiktokenCounter, get_encoding, known_encoding_name
 
 __all__ = ["FakeOpenAIServer", "RecordedRequest", "Reply"]
 
@@ -91,6 +91,14 @@ class Reply:
     fault: Literal["drop"] | None = None
     usage: dict[str, int] | None = None
     model: str | None = None
+
+
+@functools.lru_cache(maxsize=64)
+def _counter(model: str) -> TiktokenCounter:
+    """The counter usage is reported with. Built without the unknown-model warning: the server
+    runs in threads, where switching warning filters (catch_warnings) is not thread-safe."""
+    encoding = get_encoding(known_encoding_name(model) or DEFAULT_ENCODING)
+    return TiktokenCounter(model, encoding=encoding)
 
 
 def _last_user_text(messages: list[Any]) -> str:
@@ -473,9 +481,7 @@ class FakeOpenAIServer:
         body = req.json if isinstance(req.json, dict) else {}
         limit = body.get("max_completion_tokens", body.get("max_tokens"))
         if isinstance(limit, int) and not isinstance(limit, bool):
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                encoding = encoding_for_model(_request_model(req))
+            encoding = _counter(_request_model(req)).encoding
             tokens = encoding.encode_ordinary(content)
             if len(tokens) > limit:
                 content = encoding.decode(tokens[: max(limit, 0)])
@@ -578,11 +584,9 @@ class FakeOpenAIServer:
         return batch
 
     def _usage(self, req: RecordedRequest, content: str | None) -> dict[str, int]:
-        model = _request_model(req)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            prompt = count_tokens(req.messages, model=model)
-            completion = count_tokens(content or "", model=model)
+        counter = _counter(_request_model(req))
+        prompt = counter.count_messages(req.messages)
+        completion = counter.count_text(content or "")
         return {
             "prompt_tokens": prompt,
             "completion_tokens": completion,

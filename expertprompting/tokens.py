@@ -164,9 +164,8 @@ def forget_encodings() -> None:
 @functools.lru_cache(maxsize=256)
 def encoding_name_for_model(model: str) -> str:
     """tiktoken's encoding for ``model``; unknown names fall back to o200k_base (one warning)."""
-    try:
-        return tiktoken.model.encoding_name_for_model(model)
-    except KeyError:
+    name = known_encoding_name(model)
+    if name is None:
         warnings.warn(
             UnknownModelWarning(
                 f"tiktoken does not know model {model!r}; counting tokens with "
@@ -178,6 +177,15 @@ def encoding_name_for_model(model: str) -> str:
             stacklevel=3,
         )
         return DEFAULT_ENCODING
+    return name
+
+
+def known_encoding_name(model: str) -> str | None:
+    """tiktoken's encoding for ``model``, or None when tiktoken does not know it (no warning)."""
+    try:
+        return tiktoken.model.encoding_name_for_model(model)
+    except KeyError:
+        return None
 
 
 def encoding_for_model(model: str) -> tiktoken.Encoding:
@@ -201,9 +209,9 @@ class TokenCounter(Protocol):
 class TiktokenCounter:
     """Exact counts for OpenAI chat models, using tiktoken offline."""
 
-    def __init__(self, model: str = "gpt-4o") -> None:
+    def __init__(self, model: str = "gpt-4o", *, encoding: tiktoken.Encoding | None = None) -> None:
         self.model = model
-        self.encoding = encoding_for_model(model)
+        self.encoding = encoding if encoding is not None else encoding_for_model(model)
 
     def count_text(self, text: str) -> int:
         # Text in a request is plain text: "<|endoftext|>" typed by a user is not a special token.
