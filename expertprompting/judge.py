@@ -236,6 +236,9 @@ class PairVerdict(BaseModel):
     consistent: bool | None = Field(
         default=None, description="Both orders prefer the same answer (None: not both read)."
     )
+    judge_model: str | None = Field(
+        default=None, description="The judge that wrote the verdicts (None in older files)."
+    )
 
 
 def _preference(a: float, b: float) -> int:
@@ -560,6 +563,7 @@ class Judge:
             score_b=score_b,
             outcome=outcome,
             consistent=consistent,
+            judge_model=self.model,
         )
 
     async def ajudge_files(
@@ -615,8 +619,22 @@ class Judge:
         """:meth:`ajudge_files` once its files are checked and locked."""
         # before reading anything else: refuse a verdicts or errors file that is not ours
         done: set[str] = set()
-        scan = scan_jsonl(verdicts_path, VERDICT_ROWS, lambda _, row: done.add(str(row["id"])))
+        judges: set[str] = set()
+
+        def seen(_: int, row: dict[str, Any]) -> None:
+            done.add(str(row["id"]))
+            if isinstance(row.get("judge_model"), str):
+                judges.add(row["judge_model"])
+
+        scan = scan_jsonl(verdicts_path, VERDICT_ROWS, seen)
         refuse_foreign(verdicts_path, scan, "-o")
+        other = sorted(judges - {self.model})
+        if other:
+            # a resume would mix two judges' verdicts in one report
+            raise ConfigurationError(
+                f"{verdicts_path} holds verdicts by the judge {other[0]!r}, not {self.model!r}; "
+                f"pass another -o, or delete {verdicts_path} to judge again with {self.model!r}."
+            )
         check_replaceable(errors, ERROR_ROWS, "-o")
         problems: list[InputProblem] = []
 

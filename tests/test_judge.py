@@ -275,3 +275,28 @@ def test_a_failed_request_is_not_a_verdict_and_a_rerun_judges_it(
     assert (again.pairs, again.failed, again.ties) == (2, 0, 2)
     assert sorted(json.loads(line)["id"] for line in files[2].open()) == ["1", "2"]
     assert (tmp_path / "v.errors.jsonl").read_text() == ""
+
+
+def test_resuming_verdicts_with_another_judge_is_refused(
+    server: FakeOpenAIServer, tmp_path: Path
+) -> None:
+    server.responder = lambda req: Reply(content="7 6")
+    _answers(tmp_path / "a.jsonl", {str(i): f"a{i}" for i in range(3)})
+    _answers(tmp_path / "b.jsonl", {str(i): f"b{i}" for i in range(3)})
+    verdicts = tmp_path / "v.jsonl"
+    first = Judge(model="gpt-4o", base_url=server.base_url)
+    first.judge_files(tmp_path / "a.jsonl", tmp_path / "b.jsonl", verdicts, progress=False)
+    rows = [json.loads(line) for line in verdicts.read_text().splitlines()]
+    assert {row["judge_model"] for row in rows} == {"gpt-4o"}
+    verdicts.write_text("\n".join(verdicts.read_text().splitlines()[:2]) + "\n")
+    before = verdicts.read_bytes()
+    sent = len(server.chat_requests)
+    other = Judge(model="gpt-4o-mini", base_url=server.base_url)
+    with pytest.raises(ConfigurationError, match=r"'gpt-4o', not 'gpt-4o-mini'.*another -o"):
+        other.judge_files(tmp_path / "a.jsonl", tmp_path / "b.jsonl", verdicts, progress=False)
+    assert len(server.chat_requests) == sent  # refused before any request
+    assert verdicts.read_bytes() == before
+    # the same judge resumes: only the missing pair is judged
+    report = first.judge_files(tmp_path / "a.jsonl", tmp_path / "b.jsonl", verdicts, progress=False)
+    assert len(server.chat_requests) - sent == 2
+    assert report.pairs == 3
