@@ -57,8 +57,16 @@ from .dataset import (
 )
 from .errors import ConfigurationError, ExpertPromptingError
 from .progress import Progress
+from .ratelimit import check_rates
 from .results import ExpertAnswer, Strategy, Usage, format_cost
-from .runner import ItemResult, RunStats, TooManyErrorsError, run_items, run_sync
+from .runner import (
+    ItemResult,
+    RunStats,
+    TooManyErrorsError,
+    check_concurrency,
+    run_items,
+    run_sync,
+)
 
 if TYPE_CHECKING:
     from .prompter import ExpertPrompter
@@ -149,6 +157,8 @@ async def agenerate(
     """Async twin of :func:`generate`."""
     if limit is not None and limit < 0:
         raise ConfigurationError(f"limit must be 0 or more, got {limit}.")
+    check_concurrency(concurrency)
+    check_rates(rpm, tpm)
     source, output = Path(input_path), Path(output_path)
     errors = Path(errors_path) if errors_path is not None else default_errors_path(output)
     chosen = prompter._strategy(strategy)

@@ -45,7 +45,7 @@ from .local import (
 )
 from .model_table import lookup_model
 from .progress import Progress
-from .ratelimit import RateLimiter
+from .ratelimit import RateLimiter, check_rates
 from .results import ExpertAnswer, ExpertIdentity, Strategy, Usage
 from .retry import RetrySpec
 from .runner import ItemResult, RunStats, TooManyErrorsError, check_concurrency, run_items, run_sync
@@ -435,6 +435,7 @@ class ExpertPrompter:
         """Async twin of :meth:`answer_many`."""
         chosen = self._strategy(strategy)
         check_concurrency(concurrency)
+        check_rates(rpm, tpm)  # before the progress bar is drawn
         results: dict[int, ItemResult] = {}
         total = len(items) if isinstance(items, Sized) else None
         stats = RunStats()

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 from .errors import ConfigurationError
 
-__all__ = ["Permit", "RateLimiter", "TokenBucket"]
+__all__ = ["Permit", "RateLimiter", "TokenBucket", "check_rates"]
 
 
 class TokenBucket:
@@ -72,6 +72,16 @@ class Permit:
     tokens: int
 
 
+def check_rates(rpm: float | None, tpm: float | None) -> None:
+    """Refuse a rate that is not a positive number (checked before a run opens any file)."""
+    for name, value in (("rpm", rpm), ("tpm", tpm)):
+        if value is not None and not value > 0:
+            raise ConfigurationError(
+                f"{name} must be a positive number per minute (or None for no limit), "
+                f"got {value!r}."
+            )
+
+
 class RateLimiter:
     """``rpm``/``tpm`` limits and a global 429 pause, for sync and async callers alike.
 
@@ -86,12 +96,7 @@ class RateLimiter:
         *,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        for name, value in (("rpm", rpm), ("tpm", tpm)):
-            if value is not None and not value > 0:
-                raise ConfigurationError(
-                    f"{name} must be a positive number per minute (or None for no limit), "
-                    f"got {value!r}."
-                )
+        check_rates(rpm, tpm)
         self.clock = clock
         now = clock()
         self.requests = TokenBucket(rpm, now) if rpm is not None else None

@@ -524,3 +524,20 @@ def test_the_generate_summary_line_shows_the_cost() -> None:
     line = GenerateSummary(output="o", errors_file="e", done=1, usage=priced).line()
     assert "$0.0012" in line
     assert "$" not in GenerateSummary(output="o", errors_file="e", usage=usage).line()
+
+
+@pytest.mark.parametrize(
+    "options", [{"rpm": 0}, {"tpm": -1}, {"concurrency": 0}], ids=["rpm", "tpm", "concurrency"]
+)
+def test_library_runs_refuse_bad_settings_before_a_bar_or_a_file(
+    options: dict[str, float], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ep = ExpertPrompter(model="gpt-4o-mini", api_key="x", base_url="http://127.0.0.1:9/v1")
+    source = tmp_path / "in.jsonl"
+    source.write_text('{"instruction": "Name a colour."}\n', encoding="utf-8")
+    with pytest.raises(ConfigurationError):
+        ep.answer_many(["Name a colour."], progress=True, **options)  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError):
+        ep.generate(source, tmp_path / "out.jsonl", progress=True, **options)
+    assert capsys.readouterr().err == ""
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl"]
