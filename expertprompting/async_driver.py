@@ -7,7 +7,7 @@ core, :class:`~expertprompting.attempts.AttemptTracker` and :mod:`~expertprompti
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, AsyncIterator, Generator
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Generator
 from typing import Any, TypeVar
 
 from .attempts import AttemptTracker
@@ -137,14 +137,22 @@ class AsyncDriver:
             await _close(stream)
         yield tracker.exchange()
 
-    async def run(self, flow: Generator[Any, Any, T]) -> T:
-        """Drive a flow to its result (a list of requests is sent all at once)."""
+    async def run(
+        self,
+        flow: Generator[Any, Any, T],
+        fetch: Callable[[ChatRequest], Awaitable[Exchange]] | None = None,
+    ) -> T:
+        """Drive a flow to its result (a list of requests is sent all at once).
+
+        ``fetch`` replaces :meth:`fetch` for each request (the runner's priority gate wraps it).
+        """
+        fetch = fetch or self.fetch
         request = next(flow)
         while True:
             if isinstance(request, list):
-                exchange: Any = list(await asyncio.gather(*(self.fetch(r) for r in request)))
+                exchange: Any = list(await asyncio.gather(*(fetch(r) for r in request)))
             else:
-                exchange = await self.fetch(request)
+                exchange = await fetch(request)
             try:
                 request = flow.send(exchange)
             except StopIteration as stop:

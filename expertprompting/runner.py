@@ -29,7 +29,7 @@ import contextlib
 import heapq
 import itertools
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine, Generator, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -253,30 +253,6 @@ async def _fetch(
             started.in_flight -= 1
 
 
-async def _run_flow(
-    driver: AsyncDriver,
-    gate: PriorityGate,
-    seq: int,
-    flow: Generator[Any, Any, ExpertAnswer],
-    started: _Started,
-) -> ExpertAnswer:
-    # AsyncDriver.run's loop, with every request passing the gate (a list goes all at once).
-    request = next(flow)
-    while True:
-        exchange: Any
-        if isinstance(request, list):
-            exchange = list(
-                await asyncio.gather(*(_fetch(driver, gate, seq, r, started) for r in request))
-            )
-        else:
-            exchange = await _fetch(driver, gate, seq, request, started)
-        try:
-            request = flow.send(exchange)
-        except StopIteration as stop:
-            result: ExpertAnswer = stop.value
-            return result
-
-
 async def _answer_one(
     driver: AsyncDriver,
     planner: Planner,
@@ -289,7 +265,7 @@ async def _answer_one(
 ) -> ItemResult:
     try:
         flow = strategy_flow(planner, item.instruction, item.input, None, strategy)
-        result = await _run_flow(driver, gate, seq, flow, started)
+        result = await driver.run(flow, lambda request: _fetch(driver, gate, seq, request, started))
     except asyncio.CancelledError:
         raise
     except Exception as exc:  # one item's failure, whatever it is, must not lose the others

@@ -6,7 +6,7 @@ core, :class:`~expertprompting.attempts.AttemptTracker` and :mod:`~expertprompti
 
 from __future__ import annotations
 
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from typing import Any, TypeVar
 
 from .attempts import AttemptTracker
@@ -136,14 +136,22 @@ class SyncDriver:
             _close(stream)
         return tracker.exchange()
 
-    def run(self, flow: Generator[Any, Any, T]) -> T:
-        """Drive a flow to its result (a list of requests is sent one after another)."""
+    def run(
+        self,
+        flow: Generator[Any, Any, T],
+        fetch: Callable[[ChatRequest], Exchange] | None = None,
+    ) -> T:
+        """Drive a flow to its result (a list of requests is sent one after another).
+
+        ``fetch`` replaces :meth:`fetch` for each request.
+        """
+        fetch = fetch or self.fetch
         request = next(flow)
         while True:
             if isinstance(request, list):
-                exchange: Any = [self.fetch(r) for r in request]
+                exchange: Any = [fetch(r) for r in request]
             else:
-                exchange = self.fetch(request)
+                exchange = fetch(request)
             try:
                 request = flow.send(exchange)
             except StopIteration as stop:
