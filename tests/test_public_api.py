@@ -1,0 +1,183 @@
+"""The public API is ``expertprompting.__all__``; this file pins it.
+
+Adding, removing or moving a public name must be a deliberate change of the list below. The
+package imports its names lazily (PEP 562), so the tests also check, in fresh interpreters where
+no earlier import can hide a fault, that every name still imports from the top level, and that
+the names type checkers see (the ``TYPE_CHECKING`` imports) are the ones exported at run time.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import inspect
+import subprocess
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+import expertprompting
+
+PUBLIC_NAMES = [
+    "AnswerStream",
+    "AsyncAnswerStream",
+    "BudgetExceededError",
+    "CompareResult",
+    "ComparisonReport",
+    "ConfigurationError",
+    "DatasetItem",
+    "Exemplar",
+    "ExpertAnswer",
+    "ExpertIdentity",
+    "ExpertPrompter",
+    "ExpertPromptingError",
+    "FailedItem",
+    "GenerateSummary",
+    "Judge",
+    "ModelPrice",
+    "PairVerdict",
+    "PrompterConfig",
+    "RateLimitError",
+    "RequestError",
+    "RequestRecord",
+    "ResponseError",
+    "RetryError",
+    "RetryPolicy",
+    "RunBudget",
+    "Strategy",
+    "TemplateError",
+    "TiktokenCounter",
+    "TokenBudgetError",
+    "TokenCounter",
+    "TooManyErrorsError",
+    "Usage",
+    "Verdict",
+    "__version__",
+    "compare",
+    "count_tokens",
+    "default_exemplars",
+    "load_exemplars",
+]
+
+# Everything but the version string lives in a submodule.
+LAZY_NAMES = [name for name in PUBLIC_NAMES if name != "__version__"]
+
+if TYPE_CHECKING:
+    # mypy checks this block (tests/ is in its files): a top-level name has its home's type, and
+    # an unknown name is still an error (were the module ``__getattr__`` visible to mypy, every
+    # name would pass as Any, the ignore below would be unused, and --strict would fail).
+    from typing_extensions import assert_type
+
+    from expertprompting.prompter import ExpertPrompter as HomeExpertPrompter
+
+    assert_type(expertprompting.ExpertPrompter, type[HomeExpertPrompter])
+    expertprompting.NoSuchName  # type: ignore[attr-defined]  # noqa: B018
+
+
+def _fresh(code: str) -> str:
+    """Run ``code`` in a new interpreter, where nothing of the package is imported yet."""
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def _own(value: object) -> bool:
+    """A class or function the package defines (not a builtin it aliases)."""
+    return (inspect.isclass(value) or inspect.isfunction(value)) and value.__module__.startswith(
+        "expertprompting."
+    )
+
+
+def test_all_is_pinned_and_sorted() -> None:
+    assert expertprompting.__all__ == PUBLIC_NAMES
+    assert sorted(PUBLIC_NAMES) == PUBLIC_NAMES
+
+
+def test_every_lazy_name_has_a_home_module() -> None:
+    assert sorted(expertprompting._EXPORTS) == LAZY_NAMES
+
+
+@pytest.mark.parametrize("name", LAZY_NAMES)
+def test_name_resolves_to_the_object_in_its_home_module(name: str) -> None:
+    home = importlib.import_module(f"expertprompting.{expertprompting._EXPORTS[name]}")
+    value = getattr(expertprompting, name)
+    assert value is getattr(home, name)
+    if _own(value):
+        assert value.__module__ == home.__name__  # defined there, not re-exported from elsewhere
+
+
+def test_dir_lists_every_public_name() -> None:
+    assert set(PUBLIC_NAMES) <= set(dir(expertprompting))
+
+
+def test_unknown_name_is_an_attribute_error() -> None:
+    missing = "NoSuchName"
+    with pytest.raises(AttributeError, match=missing):
+        getattr(expertprompting, missing)
+    assert not hasattr(expertprompting, missing)
+
+
+@pytest.mark.parametrize("name", LAZY_NAMES)
+def test_public_classes_and_functions_have_docstrings(name: str) -> None:
+    value = getattr(expertprompting, name)
+    if not _own(value):
+        return  # e.g. __version__, or Strategy (an alias of str)
+    # The class's own docstring: inspect.getdoc would inherit one from a base class.
+    doc = value.__dict__.get("__doc__") if inspect.isclass(value) else value.__doc__
+    assert doc, f"{name} has no docstring"
+    assert doc.strip(), f"{name} has an empty docstring"
+
+
+def test_type_checkers_see_the_exported_names() -> None:
+    """The ``if TYPE_CHECKING:`` imports of ``__init__.py`` match ``_EXPORTS`` name for name."""
+    source = Path(expertprompting.__file__).read_text(encoding="utf-8")
+    seen: dict[str, str] = {}
+    for node in ast.parse(source).body:
+        if isinstance(node, ast.If) and ast.unparse(node.test) == "TYPE_CHECKING":
+            for stmt in node.body:
+                assert isinstance(stmt, ast.ImportFrom), ast.unparse(stmt)
+                assert stmt.level == 1, ast.unparse(stmt)
+                for alias in stmt.names:
+                    assert alias.asname is None, ast.unparse(stmt)
+                    seen[alias.name] = str(stmt.module)
+    assert seen == expertprompting._EXPORTS
+
+
+def test_star_import_and_each_name_in_a_fresh_interpreter() -> None:
+    out = _fresh(
+        "import expertprompting as ep\n"
+        "ns = {}\n"
+        "exec('from expertprompting import *', ns)\n"
+        "assert sorted(n for n in ns if n != '__builtins__') == sorted(ep.__all__), ns.keys()\n"
+        "for name in ep.__all__:\n"
+        "    exec(f'from expertprompting import {name}', {})\n"
+        "print('ok')\n"
+    )
+    assert out.strip() == "ok"
+
+
+@pytest.mark.parametrize(
+    "first",
+    [
+        "import expertprompting.compare",
+        "from expertprompting.compare import CompareResult",
+        "from expertprompting import compare",
+    ],
+)
+def test_compare_stays_the_function_whatever_loads_first(first: str) -> None:
+    # ``compare`` names a submodule and the public function in it; loading the submodule must
+    # not replace the package's ``compare`` with the module.
+    out = _fresh(
+        f"{first}\n"
+        "import sys, expertprompting\n"
+        "from expertprompting import compare\n"
+        "home = sys.modules['expertprompting.compare']\n"
+        "assert compare is home.compare, compare\n"
+        "assert expertprompting.compare is home.compare, expertprompting.compare\n"
+        "print(type(compare).__name__)\n"
+    )
+    assert out.strip() == "function"
