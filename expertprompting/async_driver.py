@@ -71,7 +71,7 @@ class AsyncDriver:
         """Send one request, retrying as the policy says; its final reply and record."""
         tracker = AttemptTracker(self.ledger, request, self.limiter)
         try:
-            async for attempt in async_retrying(self.retry):
+            async for attempt in async_retrying(self.retry, tracker.retrying):
                 with attempt:
                     sent = tracker.begin(
                         await self.limiter.acquire(tracker.worst_case_tokens)
@@ -101,7 +101,7 @@ class AsyncDriver:
         stream: Any = None
         first = ""
         try:
-            async for attempt in async_retrying(self.retry):
+            async for attempt in async_retrying(self.retry, tracker.retrying):
                 with attempt:
                     sent = tracker.begin(
                         await self.limiter.acquire(tracker.worst_case_tokens)

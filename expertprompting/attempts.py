@@ -3,23 +3,37 @@
 Per attempt: reserve the worst case in the run budget, then settle it with what the attempt
 really spent (failed attempts included), and check the reply. After the last attempt: the
 request's record, or the typed error to raise.
+
+It is also where every attempt is logged, once for both drivers (logger
+``expertprompting.attempts``): a DEBUG line when an attempt ends, a WARNING before each retry.
+The lines hold the model, step, attempt, token counts, seconds and error types, and never an API
+key, a prompt or a reply (nor an error's message, which may quote them).
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import NoReturn
 
 import openai
+from tenacity import RetryCallState
 
 from .budget import BudgetLedger, Reservation
 from .core import ChatRequest, Completion, Exchange, check_completion
 from .errors import ResponseError, RetryError
 from .ratelimit import Permit, RateLimiter
 from .results import RequestRecord, Usage
-from .retry import final_error, rate_limit_pause
+from .retry import describe_failure, final_error, rate_limit_pause
 
 __all__ = ["AttemptTracker"]
+
+log = logging.getLogger(__name__)
+# The package's logger stays silent until the application configures logging (the library
+# practice), instead of Python's last-resort handler printing our warnings to stderr. It is
+# added here, where the only log lines are written, so `import expertprompting` stays free of
+# the logging import.
+logging.getLogger(__name__.partition(".")[0]).addHandler(logging.NullHandler())
 
 
 class AttemptTracker:
@@ -37,6 +51,7 @@ class AttemptTracker:
         self.completion: Completion | None = None
         self._reservation: Reservation | None = None
         self._started = time.monotonic()
+        self._attempt_started = self._started
 
     @property
     def worst_case_tokens(self) -> int:
@@ -57,7 +72,40 @@ class AttemptTracker:
             self._settle_permit(0)
             raise
         self.attempts += 1
+        self._attempt_started = time.monotonic()
         return r.for_attempt(self.attempts)
+
+    def _fields(self, **more: object) -> dict[str, object]:
+        """The structured fields of a log line (``extra=``: attributes of the record)."""
+        return {
+            "model": self.request.model,
+            "step": self.request.step,
+            "attempt": self.attempts,
+            "seconds": round(time.monotonic() - self._attempt_started, 3),
+            **more,
+        }
+
+    def _log_reply(self, completion: Completion, how: str) -> None:
+        if not log.isEnabledFor(logging.DEBUG):
+            return
+        f = self._fields(
+            prompt_tokens=completion.prompt_tokens,
+            completion_tokens=completion.completion_tokens,
+            finish_reason=completion.finish_reason,
+        )
+        log.debug(
+            "%s request to %s, attempt %d: %s in %.3fs, %d prompt + %d completion tokens "
+            "(finish_reason=%s)",
+            f["step"],
+            f["model"],
+            f["attempt"],
+            how,
+            f["seconds"],
+            f["prompt_tokens"],
+            f["completion_tokens"],
+            f["finish_reason"],
+            extra=f,
+        )
 
     def _settle(self, prompt_tokens: int, completion_tokens: int) -> None:
         assert self._reservation is not None, "begin() was not called"
@@ -78,6 +126,17 @@ class AttemptTracker:
         if self._reservation is not None:
             self._settle(0, 0)
         self._settle_permit(0)
+        if exc is not None and log.isEnabledFor(logging.DEBUG):
+            f = self._fields(error=describe_failure(exc))
+            log.debug(
+                "%s request to %s, attempt %d: failed in %.3fs (%s)",
+                f["step"],
+                f["model"],
+                f["attempt"],
+                f["seconds"],
+                f["error"],
+                extra=f,
+            )
         if self.limiter is not None and exc is not None:
             wait = rate_limit_pause(exc)
             if wait is not None:
@@ -87,8 +146,27 @@ class AttemptTracker:
         """The attempt got a reply: settle its real usage, then check it (may raise to retry)."""
         self._settle(completion.prompt_tokens, completion.completion_tokens)
         self._settle_permit(completion.prompt_tokens + completion.completion_tokens)
+        self._log_reply(completion, "replied")
         check_completion(self.request, completion)
         self.completion = completion
+
+    def retrying(self, state: RetryCallState) -> None:
+        """Before the wait for a retry (tenacity's ``before_sleep``): one WARNING line."""
+        outcome, action = state.outcome, state.next_action  # next_action: tenacity 8.2 too
+        exc = outcome.exception() if outcome is not None else None
+        f = self._fields(
+            error=describe_failure(exc) if exc is not None else "no reply",
+            wait=round(action.sleep if action is not None else 0.0, 3),
+        )
+        log.warning(
+            "%s request to %s, attempt %d failed (%s); retrying in %.2fs",
+            f["step"],
+            f["model"],
+            f["attempt"],
+            f["error"],
+            f["wait"],
+            extra=f,
+        )
 
     def broke_off(self, exc: BaseException, partial: Completion) -> ResponseError:
         """A stream failed after its first text was shown; the error to raise.
@@ -98,6 +176,7 @@ class AttemptTracker:
         """
         self._settle(partial.prompt_tokens, partial.completion_tokens)
         self._settle_permit(partial.prompt_tokens + partial.completion_tokens)
+        self._log_reply(partial, f"stream broke off ({describe_failure(exc)})")
         what, reason = (
             ("stalled", "stalled")
             if isinstance(exc, openai.APITimeoutError)

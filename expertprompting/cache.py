@@ -266,10 +266,11 @@ class SQLiteCache:
                 value = CachedIdentity.model_validate_json(row[0])
             except ValidationError:
                 value = None  # an unreadable row is a miss; the next put overwrites it
-        if value is None:
-            self.misses += 1
-        else:
-            self.hits += 1
+        with self._lock:  # counted by many threads: `+=` is not atomic everywhere
+            if value is None:
+                self.misses += 1
+            else:
+                self.hits += 1
         return value
 
     def put(self, key: str, value: CachedIdentity) -> None:

@@ -8,9 +8,10 @@ multiplied. Waits honour ``retry-after-ms`` and ``retry-after`` (seconds or an H
 from __future__ import annotations
 
 import email.utils
+import inspect
 import random
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import openai
@@ -27,8 +28,10 @@ from .errors import (
 )
 
 __all__ = [
+    "OnRetry",
     "RetrySpec",
     "async_retrying",
+    "describe_failure",
     "final_error",
     "is_retryable",
     "rate_limit_pause",
@@ -38,6 +41,9 @@ __all__ = [
 
 RetrySpec = RetryPolicy | Retrying | AsyncRetrying
 """What ``retry=`` accepts: our policy model, or a tenacity ``Retrying`` / ``AsyncRetrying``."""
+
+OnRetry = Callable[[RetryCallState], None]
+"""Called before each wait for a retry (tenacity's ``before_sleep``): the drivers log there."""
 
 
 def retry_after_seconds(headers: Mapping[str, str], now: float | None = None) -> float | None:
@@ -117,14 +123,59 @@ def _retrying_kwargs(spec: RetrySpec) -> dict[str, Any]:
     return kwargs
 
 
-def sync_retrying(spec: RetrySpec) -> Retrying:
-    """A fresh tenacity controller for one logical request of the sync driver."""
-    return Retrying(**_retrying_kwargs(spec))
+def sync_retrying(spec: RetrySpec, on_retry: OnRetry | None = None) -> Retrying:
+    """A fresh tenacity controller for one logical request of the sync driver.
+
+    ``on_retry`` runs before each wait, after a ``before_sleep`` of the user's controller.
+    """
+    kwargs = _retrying_kwargs(spec)
+    theirs = kwargs.pop("before_sleep", None)
+    if on_retry is None or theirs is None:
+        kwargs["before_sleep"] = on_retry or theirs
+    else:
+
+        def both(state: RetryCallState) -> None:
+            theirs(state)
+            on_retry(state)
+
+        kwargs["before_sleep"] = both
+    return Retrying(**kwargs)
 
 
-def async_retrying(spec: RetrySpec) -> AsyncRetrying:
-    """A fresh tenacity controller for one logical request of the async driver."""
-    return AsyncRetrying(**_retrying_kwargs(spec))
+def async_retrying(spec: RetrySpec, on_retry: OnRetry | None = None) -> AsyncRetrying:
+    """A fresh tenacity controller for one logical request of the async driver.
+
+    ``on_retry`` runs before each wait, after a ``before_sleep`` of the user's controller
+    (which may be a coroutine function here).
+    """
+    kwargs = _retrying_kwargs(spec)
+    theirs = kwargs.pop("before_sleep", None)
+    if on_retry is None or theirs is None:
+        kwargs["before_sleep"] = on_retry or theirs
+    else:
+
+        async def both(state: RetryCallState) -> None:
+            done = theirs(state)
+            if inspect.isawaitable(done):
+                await done
+            on_retry(state)
+
+        kwargs["before_sleep"] = both
+    return AsyncRetrying(**kwargs)
+
+
+def describe_failure(exc: BaseException) -> str:
+    """A short reason for a failed attempt, for logs: the error's type and its HTTP status or
+    reason code, never its message (which may quote the prompt or the reply)."""
+    name = type(exc).__name__
+    if isinstance(exc, ResponseError):
+        return f"{name}: {exc.reason}"
+    status = _status(exc)
+    if status is not None:
+        return f"{name}: HTTP {status}"
+    if isinstance(exc, openai.APIConnectionError) and exc.__cause__ is not None:
+        return f"{name}: {type(exc.__cause__).__name__}"  # e.g. ReadTimeout, ConnectError
+    return name
 
 
 DEFAULT_429_PAUSE = 1.0

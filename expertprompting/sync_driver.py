@@ -70,7 +70,7 @@ class SyncDriver:
         """Send one request, retrying as the policy says; its final reply and record."""
         tracker = AttemptTracker(self.ledger, request, self.limiter)
         try:
-            for attempt in sync_retrying(self.retry):
+            for attempt in sync_retrying(self.retry, tracker.retrying):
                 with attempt:
                     sent = tracker.begin(
                         self.limiter.acquire_sync(tracker.worst_case_tokens)
@@ -100,7 +100,7 @@ class SyncDriver:
         stream: Any = None
         first = ""
         try:
-            for attempt in sync_retrying(self.retry):
+            for attempt in sync_retrying(self.retry, tracker.retrying):
                 with attempt:
                     sent = tracker.begin(
                         self.limiter.acquire_sync(tracker.worst_case_tokens)
