@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from .results import Strategy
 
 __all__ = [
+    "CallOverrides",
     "Deadlines",
     "IdentityLayout",
     "ModelPrice",
@@ -143,8 +144,40 @@ class PrompterConfig(BaseModel):
     @property
     def deadlines(self) -> Deadlines:
         """The time limits of one attempt, as the transports take them."""
-        first = self.timeout if self.first_token_timeout is None else self.first_token_timeout
-        return Deadlines(self.timeout, first, self.idle_timeout)
+        return self.deadlines_for(None)
+
+    def deadlines_for(self, timeout: float | None) -> Deadlines:
+        """:attr:`deadlines` with ``timeout`` in place of the configured one (None: as set).
+
+        A stream's first-token deadline follows ``timeout`` unless ``first_token_timeout`` is
+        set, exactly as it follows the configured ``timeout``.
+        """
+        whole = self.timeout if timeout is None else timeout
+        first = whole if self.first_token_timeout is None else self.first_token_timeout
+        return Deadlines(whole, first, self.idle_timeout)
+
+
+class CallOverrides(BaseModel):
+    """Settings one call may change without touching the prompter: ``ep.answer(q,
+    max_tokens=20)``. A field left None keeps the prompter's setting.
+
+    Each field is checked as the :class:`PrompterConfig` field of the same name (a test holds
+    the two to the same limits). ``max_tokens`` caps the answer (and a multi-expert run's
+    expert answers and aggregation), still clamped to the context window; ``temperature``
+    and ``seed`` apply to every request of the call (retries use ``seed + 1``, ...);
+    ``timeout`` is the whole-reply deadline of each attempt of the call's requests (and a
+    stream's first-token deadline unless ``first_token_timeout`` is set). The in-process local
+    model has no deadlines, so ``timeout`` does not apply to it.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    max_tokens: int | None = Field(default=None, ge=1, description="Cap on the answer's length.")
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    seed: int | None = Field(default=None, description="Sampling seed for this call.")
+    timeout: float | None = Field(
+        default=None, gt=0, description="Seconds per attempt for a whole reply, for this call."
+    )
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, TypedDict
 
 from .budget import plan_max_tokens
-from .config import PrompterConfig
+from .config import CallOverrides, Deadlines, PrompterConfig
 from .errors import ConfigurationError, ResponseError, TokenBudgetError, UnknownModelWarning
 from .exemplars import Exemplar, ExemplarIndex, select_exemplars
 from .model_table import lookup_model
@@ -62,6 +62,9 @@ class ChatRequest:
     stream: bool = False
     extra: Mapping[str, Any] = field(default_factory=dict)
     """Parameters outside OpenAI's API (e.g. ``repeat_penalty``), sent as ``extra_body``."""
+    deadlines: Deadlines | None = None
+    """This call's time limits (a per-call ``timeout=``); None: the transport's own. Not part
+    of the body, nor of a cache key."""
 
     def kwargs(self) -> dict[str, Any]:
         """Keyword arguments for ``client.chat.completions.create``."""
@@ -358,9 +361,13 @@ class Planner:
 
     # -- planning -----------------------------------------------------------------------------
     def identity_request(
-        self, instruction: str, input: str | None
+        self, instruction: str, input: str | None, overrides: CallOverrides | None = None
     ) -> tuple[ChatRequest, list[str]]:
-        """Step 1's request, with the most relevant exemplars that fit the budget."""
+        """Step 1's request, with the most relevant exemplars that fit the budget.
+
+        ``overrides`` may change its sampling and timeout; its length stays
+        ``identity_max_tokens`` (an override's ``max_tokens`` is the answer's).
+        """
         c = self.config
         budget = min(
             c.identity_prompt_budget, self.context_window - c.identity_max_tokens - c.margin_tokens
@@ -407,7 +414,7 @@ class Planner:
             self.identity_sampling,
             extra=self.extra,
         )
-        return request, [e.instruction for e in chosen]
+        return self.overridden(request, overrides), [e.instruction for e in chosen]
 
     def answer_request(
         self,
@@ -416,12 +423,14 @@ class Planner:
         identity: str | None,
         strategy: Strategy,
         stream: bool = False,
+        overrides: CallOverrides | None = None,
     ) -> ChatRequest:
         messages = self.answer_messages(instruction, input, identity, strategy)
         prompt = self.counter.count_messages(messages)
-        cap = self.config.max_tokens or self.max_output_tokens
-        max_tokens = plan_room(self, prompt, cap, "answer", MIN_ANSWER_TOKENS)
-        return ChatRequest(
+        max_tokens = plan_room(
+            self, prompt, self.answer_cap(overrides), "answer", MIN_ANSWER_TOKENS
+        )
+        request = ChatRequest(
             "answer",
             self.config.model,
             messages,
@@ -432,6 +441,33 @@ class Planner:
             stream,
             self.extra,
         )
+        return self.overridden(request, overrides)
+
+    def answer_cap(self, overrides: CallOverrides | None = None) -> int | None:
+        """The cap on an answer's ``max_tokens`` before the context window clamps it: the
+        call's override, else the prompter's ``max_tokens``, else the model's output limit."""
+        wanted = overrides.max_tokens if overrides is not None else None
+        return wanted or self.config.max_tokens or self.max_output_tokens
+
+    def overridden(self, request: ChatRequest, overrides: CallOverrides | None) -> ChatRequest:
+        """``request`` with one call's sampling (temperature, seed) and timeout overrides.
+
+        ``max_tokens`` is not touched here: it is planned against the prompt (see
+        :meth:`answer_cap`).
+        """
+        if overrides is None:
+            return request
+        changed = {
+            k: v
+            for k, v in (("temperature", overrides.temperature), ("seed", overrides.seed))
+            if v is not None
+        }
+        deadlines = (
+            None if overrides.timeout is None else self.config.deadlines_for(overrides.timeout)
+        )
+        if not changed and deadlines is None:
+            return request
+        return replace(request, sampling={**request.sampling, **changed}, deadlines=deadlines)
 
     def preflight(self, instruction: str, input: str | None) -> None:
         """Before step 1: would step 2 fit with an identity of the longest allowed length?"""
@@ -522,11 +558,14 @@ def _usage(records: Sequence[RequestRecord]) -> Usage:
 
 
 def identify_flow(
-    planner: Planner, instruction: str, input: str | None
+    planner: Planner,
+    instruction: str,
+    input: str | None,
+    overrides: CallOverrides | None = None,
 ) -> Generator[ChatRequest, Exchange, ExpertIdentity]:
     """Step 1 alone: ask for the expert identity."""
     instruction, input = fold_input(instruction, input)
-    request, shown = planner.identity_request(instruction, input)
+    request, shown = planner.identity_request(instruction, input, overrides)
     exchange = yield request
     return ExpertIdentity(
         instruction=instruction,
@@ -547,8 +586,12 @@ def answer_flow(
     identity: str | ExpertIdentity | None,
     strategy: Strategy,
     stream: bool = False,
+    overrides: CallOverrides | None = None,
 ) -> Generator[ChatRequest, Exchange, ExpertAnswer]:
-    """The whole method (or a baseline): identity if needed, then the answer."""
+    """The whole method (or a baseline): identity if needed, then the answer.
+
+    ``overrides`` holds one call's settings (see :class:`~expertprompting.config.CallOverrides`).
+    """
     instruction, input = fold_input(instruction, input)
     records: list[RequestRecord] = []
     text: str | None = None
@@ -556,7 +599,7 @@ def answer_flow(
     if strategy == "expert":
         if identity is None:
             planner.preflight(instruction, input)
-            found = yield from identify_flow(planner, instruction, input)
+            found = yield from identify_flow(planner, instruction, input, overrides)
             records += found.requests
             text = found.description
             cached = found.cached
@@ -569,7 +612,7 @@ def answer_flow(
             f"identity= was given but strategy={strategy!r} does not use one; "
             "use strategy='expert' or drop identity=."
         )
-    exchange = yield planner.answer_request(instruction, input, text, strategy, stream)
+    exchange = yield planner.answer_request(instruction, input, text, strategy, stream, overrides)
     records.append(exchange.record)
     raw = (exchange.completion.content or "").strip()
     cleaned = clean_answer(raw) if planner.config.clean_answers else raw

@@ -511,14 +511,21 @@ def generate(
     prompter: ExpertPrompter,
     input_path: str | os.PathLike[str],
     output_path: str | os.PathLike[str],
-    **options: Any,
+    *,
+    strategy: Strategy | None = None,
+    concurrency: int = 16,
+    rpm: float | None = None,
+    tpm: float | None = None,
+    limit: int | None = None,
+    errors_path: str | os.PathLike[str] | None = None,
+    max_errors: int | None = None,
+    progress: bool = True,
+    on_problem: Callable[[str], None] | None = None,
 ) -> GenerateSummary:
     """Answer every item of ``input_path`` into ``output_path`` (JSONL), resumably.
 
-    Options are those of :func:`agenerate`: ``strategy``, ``concurrency``, ``rpm``, ``tpm``,
-    ``limit``, ``errors_path``, ``max_errors``, ``progress``, ``on_problem``. On Ctrl-C the
-    rows finished so far are already on disk; ``KeyboardInterrupt`` propagates after the files
-    are closed.
+    On Ctrl-C the rows finished so far are already on disk; ``KeyboardInterrupt`` propagates
+    after the files are closed.
 
     Refused with :class:`~expertprompting.errors.ConfigurationError`, before anything is
     written: an output or errors file that is the input (or each other, also through a link),
@@ -526,8 +533,38 @@ def generate(
     output whose rows were made with another model, strategy or settings
     (:meth:`~expertprompting.core.Planner.fingerprint`). The errors file of an earlier run may
     be the input: its failed items are retried and the file keeps those still not answered.
+
+    :param prompter: The :class:`~expertprompting.ExpertPrompter` that answers.
+    :param input_path: A JSONL (or JSON list) file of items: ``instruction``, optional
+        ``input`` and ``id``.
+    :param output_path: The JSONL file answers are appended to (and resumed from).
+    :param strategy: The strategy of the run (default: the prompter's).
+    :param concurrency: Most requests in flight at once (default 16).
+    :param rpm: Cap on requests per minute of the whole run.
+    :param tpm: Cap on tokens per minute of the whole run.
+    :param limit: Answer at most this many new items (default: all).
+    :param errors_path: Where failed items go (default ``<output>.errors.jsonl``).
+    :param max_errors: Stop the run once more items than this have failed.
+    :param progress: Show a progress bar (default True).
+    :param on_problem: Called with ``file:line: reason`` for each input row that is not a
+        usable item (such rows are skipped and counted).
     """
-    return run_sync(agenerate(prompter, input_path, output_path, **options))
+    return run_sync(
+        agenerate(
+            prompter,
+            input_path,
+            output_path,
+            strategy=strategy,
+            concurrency=concurrency,
+            rpm=rpm,
+            tpm=tpm,
+            limit=limit,
+            errors_path=errors_path,
+            max_errors=max_errors,
+            progress=progress,
+            on_problem=on_problem,
+        )
+    )
 
 
 def read_summary_rows(path: str | os.PathLike[str]) -> list[dict[str, Any]]:

@@ -24,10 +24,16 @@ import asyncio
 import json
 import os
 import re
+import sys
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
+
+if sys.version_info >= (3, 11):
+    from typing import Never
+else:  # pragma: no cover - Python 3.10
+    from typing import NoReturn as Never
 
 from pydantic import BaseModel, Field
 
@@ -51,6 +57,14 @@ from .generate import default_errors_path
 from .progress import Progress
 from .runner import RunStats, check_concurrency, run_sync
 from .templating import TemplateSource, load_template
+
+if TYPE_CHECKING:  # types only: importing the judge must not import the SDK
+    import openai
+
+    from .cache import CacheSpec
+    from .config import ModelPrice, RunBudget
+    from .retry import RetrySpec
+    from .tokens import TokenCounter
 
 __all__ = [
     "CategoryRow",
@@ -475,12 +489,12 @@ def _check_verdict_paths(a: Path, b: Path, verdicts: Path, errors: Path) -> None
 class Judge:
     """Judges pairs of answers with a model, in both orders (see the module docstring).
 
-    ``Judge(model="gpt-4o", ...)`` takes the same connection and budget settings as
-    :class:`~expertprompting.ExpertPrompter` (``base_url``, ``api_key``, ``client``,
-    ``retry``, ``max_total_tokens``...); ``template=`` replaces the judge prompt (variables
-    ``question``, ``answer_1``, ``answer_2``). Verdicts use temperature 0 unless set.
-    ``cache=`` (off by default; a path for a SQLite file) reuses verdicts of identical
-    requests, across runs and comparisons.
+    ``Judge(model="gpt-4o", ...)`` takes the connection, sampling and budget settings of
+    :class:`~expertprompting.ExpertPrompter` that shape a verdict request (``base_url``,
+    ``api_key``, ``client``, ``retry``, ``max_total_tokens``...); ``template=`` replaces the
+    judge prompt (variables ``question``, ``answer_1``, ``answer_2``). Verdicts use
+    temperature 0 unless set. ``cache=`` (off by default; a path for a SQLite file) reuses
+    verdicts of identical requests, across runs and comparisons.
     """
 
     def __init__(
@@ -489,13 +503,94 @@ class Judge:
         *,
         template: TemplateSource | None = None,
         max_verdict_tokens: int = 400,
-        **settings: Any,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        client: openai.OpenAI | None = None,
+        async_client: openai.AsyncOpenAI | None = None,
+        context_window: int | None = None,
+        margin_tokens: int | None = None,
+        temperature: float | None = None,
+        top_p: float | None = None,
+        seed: int | None = None,
+        repeat_penalty: float | None = None,
+        timeout: float | None = None,
+        retry: RetrySpec | None = None,
+        max_total_tokens: int | None = None,
+        max_requests: int | None = None,
+        max_cost: float | None = None,
+        budget: RunBudget | None = None,
+        prices: Mapping[str, ModelPrice] | None = None,
+        token_counter: TokenCounter | None = None,
+        cache: CacheSpec = False,
+        **unknown: Never,
     ) -> None:
+        """Set up a judge; nothing is sent until the first verdict.
+
+        Settings left None take the default of
+        :class:`~expertprompting.ExpertPrompter` (and of a local model), which also checks
+        them; the prompter's other settings (strategy, exemplars, answer lengths...) do not
+        change a verdict and are refused, like a misspelt keyword, with a
+        :class:`~expertprompting.errors.ConfigurationError`.
+
+        :param model: The judge model (a name on an OpenAI-compatible endpoint, or
+            ``"local"``...).
+        :param template: Replaces the judge prompt (variables ``question``, ``answer_1``,
+            ``answer_2``).
+        :param max_verdict_tokens: Cap on a verdict's length (default 400).
+        :param base_url: The endpoint (default ``OPENAI_BASE_URL``, else OpenAI).
+        :param api_key: The key (default ``OPENAI_API_KEY``).
+        :param client: Your own ``openai.OpenAI`` client.
+        :param async_client: Your own ``openai.AsyncOpenAI`` client (verdicts are async).
+        :param context_window: The judge model's context window (models outside the table).
+        :param margin_tokens: Kept free in the context window (default 16).
+        :param temperature: Sampling temperature of verdicts, 0 to 2 (default 0).
+        :param top_p: Nucleus sampling of verdicts.
+        :param seed: Sampling seed of verdicts (a second ask uses ``seed + 1``).
+        :param repeat_penalty: Penalty on repeated tokens (local models).
+        :param timeout: Seconds per attempt for a whole verdict (default 60).
+        :param retry: A :class:`~expertprompting.config.RetryPolicy` or a tenacity
+            ``AsyncRetrying``.
+        :param max_total_tokens: Run budget: most tokens all verdicts may spend.
+        :param max_requests: Run budget: most requests all verdicts may send.
+        :param max_cost: Run budget: most USD all verdicts may spend (needs a known price).
+        :param budget: The run budget as a :class:`~expertprompting.config.RunBudget`.
+        :param prices: Per-model prices, overriding the built-in table.
+        :param token_counter: Counts prompt tokens (default: exact tiktoken counts).
+        :param cache: Verdict cache: off (default), ``True`` in memory, a path for a SQLite
+            file, or a cache object.
+        :param unknown: Not a setting: refused with a ConfigurationError (and by type
+            checkers).
+        """
         from .prompter import ExpertPrompter
 
-        settings.setdefault("temperature", 0.0)
-        settings.setdefault("cache", False)
-        self.prompter = ExpertPrompter(model=model, **settings)
+        if unknown:
+            names = ", ".join(f"{name}=" for name in sorted(unknown))
+            raise ConfigurationError(
+                f"Judge does not take {names}: only settings that shape a verdict request "
+                "(see Judge's parameters)."
+            )
+        self.prompter = ExpertPrompter(
+            model=model,
+            base_url=base_url,
+            api_key=api_key,
+            client=client,
+            async_client=async_client,
+            context_window=context_window,
+            margin_tokens=margin_tokens,
+            temperature=0.0 if temperature is None else temperature,
+            top_p=top_p,
+            seed=seed,
+            repeat_penalty=repeat_penalty,
+            timeout=timeout,
+            retry=retry,
+            max_total_tokens=max_total_tokens,
+            max_requests=max_requests,
+            max_cost=max_cost,
+            budget=budget,
+            prices=prices,
+            token_counter=token_counter,
+            cache=cache,
+        )
         self.template = load_template("judge", template)
         self.max_verdict_tokens = max_verdict_tokens
 
@@ -695,19 +790,52 @@ class Judge:
         a_path: str | os.PathLike[str],
         b_path: str | os.PathLike[str],
         verdicts_path: str | os.PathLike[str],
-        **options: Any,
+        *,
+        a_name: str = "A",
+        b_name: str = "B",
+        concurrency: int = 8,
+        rpm: float | None = None,
+        tpm: float | None = None,
+        errors_path: str | os.PathLike[str] | None = None,
+        progress: bool = True,
+        on_problem: Callable[[str], None] | None = None,
     ) -> ComparisonReport:
         """Judge every question answered in both files; resumable through ``verdicts_path``.
 
         Each pair's verdicts are appended to ``verdicts_path`` as soon as both orders are in;
         rerunning skips pairs already there. A pair whose request failed is written to
-        ``errors_path`` (default ``<verdicts>.errors.jsonl``) with its reason instead, counted in
-        the report's ``failed``, and judged again by a rerun. Options: ``a_name``, ``b_name``,
-        ``concurrency``, ``rpm``, ``tpm``, ``errors_path``, ``progress``, ``on_problem`` (called
-        with ``file:line: reason`` for each row of the answer files that cannot be judged; such
-        rows are skipped, written to the errors file and counted in ``input_problems``).
+        ``errors_path`` with its reason instead, counted in the report's ``failed``, and judged
+        again by a rerun.
+
+        :param a_path: Answers of system A (JSONL, e.g. ``generate``'s output).
+        :param b_path: Answers of system B, matched to A's by id, else by instruction.
+        :param verdicts_path: The JSONL file verdicts are appended to (and resumed from).
+        :param a_name: System A's name in the report.
+        :param b_name: System B's name in the report.
+        :param concurrency: Most pairs judged at once (default 8).
+        :param rpm: Cap on requests per minute of the whole run.
+        :param tpm: Cap on tokens per minute of the whole run.
+        :param errors_path: Where failed pairs go (default ``<verdicts>.errors.jsonl``).
+        :param progress: Show a progress bar (default True).
+        :param on_problem: Called with ``file:line: reason`` for each row of the answer files
+            that cannot be judged; such rows are skipped, written to the errors file and
+            counted in ``input_problems``.
         """
-        return run_sync(self.ajudge_files(a_path, b_path, verdicts_path, **options))
+        return run_sync(
+            self.ajudge_files(
+                a_path,
+                b_path,
+                verdicts_path,
+                a_name=a_name,
+                b_name=b_name,
+                concurrency=concurrency,
+                rpm=rpm,
+                tpm=tpm,
+                errors_path=errors_path,
+                progress=progress,
+                on_problem=on_problem,
+            )
+        )
 
     def judge(self, question: str, a: str, b: str) -> PairVerdict:
         """Judge one pair, in both orders."""

@@ -17,6 +17,7 @@ import re
 from collections.abc import Generator
 from typing import Any
 
+from .config import CallOverrides
 from .core import ChatRequest, Exchange, Planner, fold_input, plan_room
 from .errors import ResponseError
 from .results import ExpertAnswer, ExpertView, RequestRecord, Usage
@@ -110,9 +111,16 @@ def _records_usage(records: list[RequestRecord]) -> Usage:
 
 
 def multi_expert_flow(
-    planner: Planner, instruction: str, input: str | None
+    planner: Planner,
+    instruction: str,
+    input: str | None,
+    overrides: CallOverrides | None = None,
 ) -> Generator[ChatRequest | list[ChatRequest], Any, ExpertAnswer]:
-    """The n + 2 requests of multi-expert prompting; yields the n answers as one batch."""
+    """The n + 2 requests of multi-expert prompting; yields the n answers as one batch.
+
+    ``overrides`` (one call's settings) apply to every request; its ``max_tokens`` caps the
+    expert answers and the aggregation, as the prompter's ``max_tokens`` does.
+    """
     instruction, input = fold_input(instruction, input)
     c = planner.config
     n = c.n_experts
@@ -122,15 +130,18 @@ def multi_expert_flow(
     text = planner.templates["experts"].render(instruction=instruction, input=input, n=n)
     messages = planner._user(text)
     prompt = planner.counter.count_messages(messages)
-    request = ChatRequest(
-        "experts",
-        c.model,
-        messages,
-        prompt,
-        plan_room(planner, prompt, c.identity_max_tokens, "experts"),
-        planner.max_tokens_param,
-        planner.sampling,
-        extra=planner.extra,
+    request = planner.overridden(
+        ChatRequest(
+            "experts",
+            c.model,
+            messages,
+            prompt,
+            plan_room(planner, prompt, c.identity_max_tokens, "experts"),
+            planner.max_tokens_param,
+            planner.sampling,
+            extra=planner.extra,
+        ),
+        overrides,
     )
     experts: list[str] | None = None
     raw: str | None = None
@@ -150,7 +161,10 @@ def multi_expert_flow(
         )
 
     # 2. every expert answers; the n requests go out together
-    asks = [planner.answer_request(instruction, input, expert, "expert") for expert in experts]
+    asks = [
+        planner.answer_request(instruction, input, expert, "expert", overrides=overrides)
+        for expert in experts
+    ]
     replies: list[Exchange] = yield asks
     records += [r.record for r in replies]
     views = [
@@ -166,16 +180,19 @@ def multi_expert_flow(
     )
     messages = planner._user(text)
     prompt = planner.counter.count_messages(messages)
-    cap = c.max_tokens or planner.max_output_tokens
-    final: Exchange = yield ChatRequest(
-        "answer",
-        c.model,
-        messages,
-        prompt,
-        plan_room(planner, prompt, cap, "aggregation"),
-        planner.max_tokens_param,
-        planner.sampling,
-        extra=planner.extra,
+    cap = planner.answer_cap(overrides)
+    final: Exchange = yield planner.overridden(
+        ChatRequest(
+            "answer",
+            c.model,
+            messages,
+            prompt,
+            plan_room(planner, prompt, cap, "aggregation"),
+            planner.max_tokens_param,
+            planner.sampling,
+            extra=planner.extra,
+        ),
+        overrides,
     )
     records.append(final.record)
     aggregation = (final.completion.content or "").strip()

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
-import weakref
+import sys
+import threading
 from collections.abc import (
     AsyncGenerator,
     AsyncIterator,
@@ -20,6 +20,11 @@ from collections.abc import (
 )
 from typing import Any
 
+if sys.version_info >= (3, 11):
+    from typing import Never
+else:  # pragma: no cover - Python 3.10
+    from typing import NoReturn as Never
+
 import openai
 from pydantic import ValidationError
 from tenacity import BaseRetrying
@@ -27,7 +32,14 @@ from tenacity import BaseRetrying
 from .async_driver import AsyncDriver
 from .budget import BudgetLedger
 from .cache import CacheSpec, IdentityCache, resolve_cache
-from .config import ModelPrice, PrompterConfig, RetryPolicy, RunBudget
+from .config import (
+    CallOverrides,
+    IdentityLayout,
+    ModelPrice,
+    PrompterConfig,
+    RetryPolicy,
+    RunBudget,
+)
 from .core import ChatMessage, Planner, fold_input, identify_flow
 from .dataset import DatasetItem, FailedItem, coerce_item
 from .errors import ConfigurationError, ExpertPromptingError
@@ -43,6 +55,7 @@ from .local import (
     LocalTransport,
     is_local_model,
 )
+from .loop_drivers import LoopDrivers
 from .model_table import lookup_model
 from .progress import Progress
 from .ratelimit import RateLimiter, check_rates
@@ -56,8 +69,6 @@ from .tokens import TiktokenCounter, TokenCounter
 from .transport import AsyncOpenAITransport, AsyncTransport, OpenAITransport, Transport
 
 __all__ = ["AnswerStream", "AsyncAnswerStream", "ExpertPrompter"]
-
-_BUDGET_KEYS = ("max_total_tokens", "max_requests", "max_cost")
 
 
 class AnswerStream(Iterator[str]):
@@ -132,11 +143,9 @@ class ExpertPrompter:
     ``"local:/path/model.gguf"`` for any GGUF file (``pip install "expertprompting[local]"``;
     see :mod:`expertprompting.local` for the defaults a local model gets).
 
-    Every call has an ``a``-prefixed async twin. Settings not named here are the fields of
-    :class:`~expertprompting.config.PrompterConfig` (``k_exemplars``, ``identity_max_tokens``,
-    ``max_tokens``, ``context_window``, ``temperature``, ``seed``, ``clean_answers``,
-    ``timeout``...), plus the run-budget limits ``max_total_tokens``, ``max_requests`` and
-    ``max_cost``.
+    Every call has an ``a``-prefixed async twin taking the same arguments. ``answer``,
+    ``stream`` and ``identify`` take per-call ``temperature=``, ``seed=`` and ``timeout=``
+    (``answer`` and ``stream`` also ``max_tokens=``), which change that call only.
     """
 
     def __init__(
@@ -147,7 +156,33 @@ class ExpertPrompter:
         api_key: str | None = None,
         client: openai.OpenAI | None = None,
         async_client: openai.AsyncOpenAI | None = None,
+        strategy: Strategy | None = None,
         exemplars: Sequence[Exemplar] | str | os.PathLike[str] | None = None,
+        k_exemplars: int | None = None,
+        identity_prompt_budget: int | None = None,
+        identity_max_tokens: int | None = None,
+        identity_layout: IdentityLayout | None = None,
+        identity_stop: Sequence[str] | None = None,
+        n_experts: int | None = None,
+        max_tokens: int | None = None,
+        context_window: int | None = None,
+        margin_tokens: int | None = None,
+        temperature: float | None = None,
+        top_p: float | None = None,
+        seed: int | None = None,
+        repeat_penalty: float | None = None,
+        clean_answers: bool | None = None,
+        timeout: float | None = None,
+        first_token_timeout: float | None = None,
+        idle_timeout: float | None = None,
+        retry: RetrySpec | None = None,
+        max_total_tokens: int | None = None,
+        max_requests: int | None = None,
+        max_cost: float | None = None,
+        budget: RunBudget | None = None,
+        prices: Mapping[str, ModelPrice] | None = None,
+        token_counter: TokenCounter | None = None,
+        cache: CacheSpec = True,
         identity_template: TemplateSource | None = None,
         identity_system_template: TemplateSource | None = None,
         identity_turn_template: TemplateSource | None = None,
@@ -155,12 +190,97 @@ class ExpertPrompter:
         static_template: TemplateSource | None = None,
         vanilla_template: TemplateSource | None = None,
         strategies: Mapping[str, TemplateSource] | None = None,
-        retry: RetrySpec | None = None,
-        token_counter: TokenCounter | None = None,
-        cache: CacheSpec = True,
-        **settings: Any,
+        **unknown: Never,
     ) -> None:
-        budget = {k: settings.pop(k) for k in _BUDGET_KEYS if k in settings}
+        """Set up a prompter; nothing is sent (and no key is needed) until the first call.
+
+        Every setting left None takes the default of the
+        :class:`~expertprompting.config.PrompterConfig` field of the same name, which also
+        checks it (a bad value is a :class:`~expertprompting.errors.ConfigurationError`); a
+        local model first gets :data:`~expertprompting.local.LOCAL_DEFAULTS`.
+
+        :param model: A model name on an OpenAI-compatible endpoint, ``"local"`` for the
+            bundled model, or ``"local:/path/model.gguf"``.
+        :param base_url: The endpoint (default ``OPENAI_BASE_URL``, else OpenAI).
+        :param api_key: The key (default ``OPENAI_API_KEY``; a placeholder with ``base_url``).
+        :param client: Your own ``openai.OpenAI`` client (its retries are not used).
+        :param async_client: Your own ``openai.AsyncOpenAI`` client for the async calls.
+        :param strategy: The default strategy: ``"expert"`` (default), ``"vanilla"``,
+            ``"static"``, ``"multi-expert"`` or a name from ``strategies``.
+        :param exemplars: The identity exemplar pool: :class:`Exemplar` objects or a JSONL
+            path (default: the paper's).
+        :param k_exemplars: Exemplars shown in the identity prompt (default 3).
+        :param identity_prompt_budget: Most tokens the identity prompt may use (default 2048).
+        :param identity_max_tokens: Cap on the identity's length (default 400).
+        :param identity_layout: Exemplars as one text block (``"text"``, default) or as few-shot
+            chat turns (``"chat"``).
+        :param identity_stop: Stop sequences of the identity request (default none).
+        :param n_experts: Multi-expert: how many experts answer (2 to 10, default 3).
+        :param max_tokens: Cap on the answer's length (default: what the model and the context
+            window allow).
+        :param context_window: The model's context window; needed for models outside the
+            model table.
+        :param margin_tokens: Kept free in the context window (default 16).
+        :param temperature: Sampling temperature, 0 to 2 (default: the endpoint's).
+        :param top_p: Nucleus sampling, above 0 up to 1 (default: the endpoint's).
+        :param seed: Fixed sampling seed; retries use ``seed + 1``, ``seed + 2``, ...
+        :param repeat_penalty: Penalty on repeated tokens (local models; sent as extra body
+            to servers).
+        :param clean_answers: Drop a leading "As a ...," restatement of the identity
+            (default False).
+        :param timeout: Seconds per attempt for a whole reply (default 60).
+        :param first_token_timeout: Streams: seconds to the first text (default: ``timeout``).
+        :param idle_timeout: Streams: longest silence between two chunks (default 30).
+        :param retry: A :class:`~expertprompting.config.RetryPolicy`, or a tenacity
+            ``Retrying``/``AsyncRetrying`` (default: 3 attempts with backoff).
+        :param max_total_tokens: Run budget: most tokens all calls may spend.
+        :param max_requests: Run budget: most requests all calls may send.
+        :param max_cost: Run budget: most USD all calls may spend (needs a known price).
+        :param budget: The run budget as a :class:`~expertprompting.config.RunBudget`
+            (``max_total_tokens``, ``max_requests`` and ``max_cost`` replace it when given).
+        :param prices: Per-model :class:`~expertprompting.config.ModelPrice`, overriding the
+            built-in table.
+        :param token_counter: Counts prompt tokens (default: exact tiktoken counts).
+        :param cache: Identity cache: ``True`` in memory (default), ``False`` off, a path for a
+            SQLite file, or a cache object.
+        :param identity_template: Replaces the identity prompt template.
+        :param identity_system_template: Replaces the system message of the ``"chat"``
+            identity layout.
+        :param identity_turn_template: Replaces one user turn of the ``"chat"`` layout.
+        :param answer_template: Replaces the answer (step 2) template.
+        :param static_template: Replaces the ``static`` baseline's template.
+        :param vanilla_template: Replaces the ``vanilla`` baseline's template.
+        :param strategies: Your own single-request strategies, name to template.
+        :param unknown: Not a setting: a misspelt keyword is refused with a
+            :class:`~expertprompting.errors.ConfigurationError` (and by type checkers).
+        """
+        # only what was given: PrompterConfig holds the defaults and the checks, in one place
+        settings = _given(
+            strategy=strategy,
+            k_exemplars=k_exemplars,
+            identity_prompt_budget=identity_prompt_budget,
+            identity_max_tokens=identity_max_tokens,
+            identity_layout=identity_layout,
+            identity_stop=identity_stop,
+            n_experts=n_experts,
+            max_tokens=max_tokens,
+            context_window=context_window,
+            margin_tokens=margin_tokens,
+            temperature=temperature,
+            top_p=top_p,
+            seed=seed,
+            repeat_penalty=repeat_penalty,
+            clean_answers=clean_answers,
+            timeout=timeout,
+            first_token_timeout=first_token_timeout,
+            idle_timeout=idle_timeout,
+            budget=budget,
+            prices=prices,
+        )
+        settings.update(unknown)  # refused by PrompterConfig, with the usual message
+        limits = _given(
+            max_total_tokens=max_total_tokens, max_requests=max_requests, max_cost=max_cost
+        )
         local = is_local_model(model)
         if local:
             if base_url or api_key or client or async_client:
@@ -170,8 +290,8 @@ class ExpertPrompter:
                 )
             settings = {**LOCAL_DEFAULTS, **settings}
         try:
-            if budget:
-                settings["budget"] = RunBudget(**budget)
+            if limits:
+                settings["budget"] = RunBudget(**limits)
             if isinstance(retry, RetryPolicy):
                 settings["retry"] = retry
             elif retry is not None and not isinstance(retry, BaseRetrying):
@@ -227,9 +347,8 @@ class ExpertPrompter:
         self.ledger = BudgetLedger(self.config.budget, self._price)
         self.cache: IdentityCache | None = resolve_cache(cache)
         self._sync: SyncDriver | None = None
-        self._async_drivers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncDriver] = (
-            weakref.WeakKeyDictionary()
-        )
+        self._sync_lock = threading.Lock()  # threads making their first call at once share one
+        self._async_drivers = LoopDrivers()
 
     # -- configuration ------------------------------------------------------------------------
     def _price(self, model: str) -> ModelPrice | None:
@@ -258,17 +377,18 @@ class ExpertPrompter:
         return {"api_key": api_key, "base_url": base_url}
 
     def _sync_driver(self) -> SyncDriver:
-        if self._sync is None:
-            transport: Transport
-            if self._local is not None:
-                transport = LocalTransport(self._local)
-            else:
-                client = self._client or openai.OpenAI(**self._openai_kwargs())
-                transport = OpenAITransport(client, self.config.deadlines)
-            self._sync = SyncDriver(
-                transport, self.ledger, self._retry, self.counter, cache=self.cache
-            )
-        return self._sync
+        with self._sync_lock:
+            if self._sync is None:
+                transport: Transport
+                if self._local is not None:
+                    transport = LocalTransport(self._local)
+                else:
+                    client = self._client or openai.OpenAI(**self._openai_kwargs())
+                    transport = OpenAITransport(client, self.config.deadlines)
+                self._sync = SyncDriver(
+                    transport, self.ledger, self._retry, self.counter, cache=self.cache
+                )
+            return self._sync
 
     def _async_transport(self) -> tuple[AsyncTransport, Callable[[], Awaitable[None]] | None]:
         """A transport for the running event loop, and how to close it (None: not ours)."""
@@ -293,16 +413,16 @@ class ExpertPrompter:
 
     def _async_driver(self) -> AsyncDriver:
         # An async HTTP client belongs to the event loop it first ran in: one driver per loop,
-        # so a prompter works across asyncio.run() calls and in notebooks alike.
-        loop = asyncio.get_running_loop()
-        driver = self._async_drivers.get(loop)
-        if driver is None:
-            transport, _ = self._async_transport()
+        # closed with its loop, so a prompter works across asyncio.run() calls, in several
+        # threads' loops at once, and in notebooks alike.
+        def make() -> tuple[AsyncDriver, Callable[[], Awaitable[None]] | None]:
+            transport, close = self._async_transport()
             driver = AsyncDriver(
                 transport, self.ledger, self._retry, self.counter, cache=self.cache
             )
-            self._async_drivers[loop] = driver
-        return driver
+            return driver, close
+
+        return self._async_drivers.get(make)
 
     @contextlib.asynccontextmanager
     async def _run_driver(
@@ -341,15 +461,45 @@ class ExpertPrompter:
         return self.planner.answer_messages(instruction, input, text, self._strategy(strategy))
 
     # -- calls ------------------------------------------------------------------------------------
-    def identify(self, instruction: str, input: str | None = None) -> ExpertIdentity:
-        """Step 1 alone: the expert identity for ``instruction`` (one request)."""
-        _check_instruction(instruction)
-        return self._sync_driver().run(identify_flow(self.planner, instruction, input))
+    def identify(
+        self,
+        instruction: str,
+        input: str | None = None,
+        *,
+        temperature: float | None = None,
+        seed: int | None = None,
+        timeout: float | None = None,
+    ) -> ExpertIdentity:
+        """Step 1 alone: the expert identity for ``instruction`` (one request).
 
-    async def aidentify(self, instruction: str, input: str | None = None) -> ExpertIdentity:
+        The keyword settings change this call only (None: the prompter's). The identity's
+        length stays the prompter's ``identity_max_tokens``, which also sizes the identity
+        prompt's budget, so there is no per-call ``max_tokens`` here.
+
+        :param instruction: The task to find the expert for.
+        :param input: The task's separate input (Alpaca style), if any.
+        :param temperature: Sampling temperature of this request, 0 to 2.
+        :param seed: Sampling seed of this request.
+        :param timeout: Seconds per attempt for the whole reply (not for local models).
+        """
+        _check_instruction(instruction)
+        overrides = _overrides(temperature=temperature, seed=seed, timeout=timeout)
+        return self._sync_driver().run(identify_flow(self.planner, instruction, input, overrides))
+
+    async def aidentify(
+        self,
+        instruction: str,
+        input: str | None = None,
+        *,
+        temperature: float | None = None,
+        seed: int | None = None,
+        timeout: float | None = None,
+    ) -> ExpertIdentity:
         """Async twin of :meth:`identify`."""
         _check_instruction(instruction)
-        return await self._async_driver().run(identify_flow(self.planner, instruction, input))
+        overrides = _overrides(temperature=temperature, seed=seed, timeout=timeout)
+        flow = identify_flow(self.planner, instruction, input, overrides)
+        return await self._async_driver().run(flow)
 
     def answer(
         self,
@@ -358,10 +508,36 @@ class ExpertPrompter:
         *,
         identity: str | ExpertIdentity | None = None,
         strategy: Strategy | None = None,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+        seed: int | None = None,
+        timeout: float | None = None,
     ) -> ExpertAnswer:
-        """Answer ``instruction`` as its expert: two requests, or one with ``identity=``."""
+        """Answer ``instruction`` as its expert: two requests, or one with ``identity=``.
+
+        The keyword settings change this call only (None: the prompter's); they are checked
+        before any request is sent.
+
+        :param instruction: The task to answer.
+        :param input: The task's separate input (Alpaca style), if any.
+        :param identity: An expert identity (text or an :class:`ExpertIdentity`) to answer
+            under; step 1 is then skipped. Only for the ``expert`` strategy.
+        :param strategy: The strategy of this call (default: the prompter's).
+        :param max_tokens: Cap on this answer's length (a multi-expert run: on each expert's
+            answer and the aggregation), still clamped to the context window.
+        :param temperature: Sampling temperature of every request of this call, 0 to 2.
+        :param seed: Sampling seed of every request of this call (retries use ``seed + 1``...).
+        :param timeout: Seconds per attempt for a whole reply, for every request of this call
+            (not for local models).
+        """
         _check_instruction(instruction)
-        flow = strategy_flow(self.planner, instruction, input, identity, self._strategy(strategy))
+        overrides = _overrides(
+            max_tokens=max_tokens, temperature=temperature, seed=seed, timeout=timeout
+        )
+        chosen = self._strategy(strategy)
+        flow = strategy_flow(
+            self.planner, instruction, input, identity, chosen, overrides=overrides
+        )
         return self._sync_driver().run(flow)
 
     async def aanswer(
@@ -371,10 +547,20 @@ class ExpertPrompter:
         *,
         identity: str | ExpertIdentity | None = None,
         strategy: Strategy | None = None,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+        seed: int | None = None,
+        timeout: float | None = None,
     ) -> ExpertAnswer:
         """Async twin of :meth:`answer`."""
         _check_instruction(instruction)
-        flow = strategy_flow(self.planner, instruction, input, identity, self._strategy(strategy))
+        overrides = _overrides(
+            max_tokens=max_tokens, temperature=temperature, seed=seed, timeout=timeout
+        )
+        chosen = self._strategy(strategy)
+        flow = strategy_flow(
+            self.planner, instruction, input, identity, chosen, overrides=overrides
+        )
         return await self._async_driver().run(flow)
 
     def stream(
@@ -384,15 +570,35 @@ class ExpertPrompter:
         *,
         identity: str | ExpertIdentity | None = None,
         strategy: Strategy | None = None,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+        seed: int | None = None,
+        timeout: float | None = None,
     ) -> AnswerStream:
         """Like :meth:`answer`, but iterate over the answer's text as it arrives.
 
         The identity (step 1) is fetched whole first. After the loop, ``.result`` is the
-        :class:`ExpertAnswer`.
+        :class:`ExpertAnswer`. The keyword settings change this call only (None: the
+        prompter's); they are checked at the call, before anything is read.
+
+        :param instruction: The task to answer.
+        :param input: The task's separate input (Alpaca style), if any.
+        :param identity: An expert identity to answer under; step 1 is then skipped.
+        :param strategy: The strategy of this call (default: the prompter's).
+        :param max_tokens: Cap on this answer's length, still clamped to the context window.
+        :param temperature: Sampling temperature of every request of this call, 0 to 2.
+        :param seed: Sampling seed of every request of this call.
+        :param timeout: Seconds per attempt for a whole reply, for every request of this call;
+            also the stream's first-token deadline unless the prompter sets
+            ``first_token_timeout`` (not for local models).
         """
         _check_instruction(instruction)
+        overrides = _overrides(
+            max_tokens=max_tokens, temperature=temperature, seed=seed, timeout=timeout
+        )
+        chosen = self._strategy(strategy)
         flow = strategy_flow(
-            self.planner, instruction, input, identity, self._strategy(strategy), stream=True
+            self.planner, instruction, input, identity, chosen, stream=True, overrides=overrides
         )
         return AnswerStream(_text_at_least_once(self._sync_driver().run_streaming(flow)))
 
@@ -403,11 +609,19 @@ class ExpertPrompter:
         *,
         identity: str | ExpertIdentity | None = None,
         strategy: Strategy | None = None,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+        seed: int | None = None,
+        timeout: float | None = None,
     ) -> AsyncAnswerStream:
         """Async twin of :meth:`stream`: ``async for chunk in ep.astream(...)``."""
         _check_instruction(instruction)
+        overrides = _overrides(
+            max_tokens=max_tokens, temperature=temperature, seed=seed, timeout=timeout
+        )
+        chosen = self._strategy(strategy)
         flow = strategy_flow(
-            self.planner, instruction, input, identity, self._strategy(strategy), stream=True
+            self.planner, instruction, input, identity, chosen, stream=True, overrides=overrides
         )
 
         async def chunks() -> AsyncGenerator[str | ExpertAnswer, None]:
@@ -512,23 +726,81 @@ class ExpertPrompter:
         self,
         input_path: str | os.PathLike[str],
         output_path: str | os.PathLike[str],
-        **options: Any,
+        *,
+        strategy: Strategy | None = None,
+        concurrency: int = 16,
+        rpm: float | None = None,
+        tpm: float | None = None,
+        limit: int | None = None,
+        errors_path: str | os.PathLike[str] | None = None,
+        max_errors: int | None = None,
+        progress: bool = True,
+        on_problem: Callable[[str], None] | None = None,
     ) -> GenerateSummary:
         """Answer every item of a JSONL/JSON file into a JSONL file, resumably.
 
-        See :func:`expertprompting.generate.generate` for the options (``concurrency``,
-        ``rpm``, ``tpm``, ``limit``, ``errors_path``, ``max_errors``, ``progress``...).
+        The same as :func:`expertprompting.generate.generate` with this prompter, which says
+        what is refused and how a run resumes.
+
+        :param input_path: A JSONL (or JSON list) file of items: ``instruction``, optional
+            ``input`` and ``id``.
+        :param output_path: The JSONL file answers are appended to (and resumed from).
+        :param strategy: The strategy of the run (default: the prompter's).
+        :param concurrency: Most requests in flight at once (default 16).
+        :param rpm: Cap on requests per minute of the whole run.
+        :param tpm: Cap on tokens per minute of the whole run.
+        :param limit: Answer at most this many new items (default: all).
+        :param errors_path: Where failed items go (default ``<output>.errors.jsonl``).
+        :param max_errors: Stop the run once more items than this have failed.
+        :param progress: Show a progress bar (default True).
+        :param on_problem: Called with ``file:line: reason`` for each input row that is not a
+            usable item (such rows are skipped and counted).
         """
-        return generate_file(self, input_path, output_path, **options)
+        return generate_file(
+            self,
+            input_path,
+            output_path,
+            strategy=strategy,
+            concurrency=concurrency,
+            rpm=rpm,
+            tpm=tpm,
+            limit=limit,
+            errors_path=errors_path,
+            max_errors=max_errors,
+            progress=progress,
+            on_problem=on_problem,
+        )
 
     async def agenerate(
         self,
         input_path: str | os.PathLike[str],
         output_path: str | os.PathLike[str],
-        **options: Any,
+        *,
+        strategy: Strategy | None = None,
+        concurrency: int = 16,
+        rpm: float | None = None,
+        tpm: float | None = None,
+        limit: int | None = None,
+        errors_path: str | os.PathLike[str] | None = None,
+        max_errors: int | None = None,
+        progress: bool = True,
+        on_problem: Callable[[str], None] | None = None,
     ) -> GenerateSummary:
         """Async twin of :meth:`generate`."""
-        return await agenerate_file(self, input_path, output_path, **options)
+        return await agenerate_file(
+            self,
+            input_path,
+            output_path,
+            strategy=strategy,
+            concurrency=concurrency,
+            rpm=rpm,
+            tpm=tpm,
+            limit=limit,
+            errors_path=errors_path,
+            max_errors=max_errors,
+            progress=progress,
+            on_problem=on_problem,
+        )
 
     def __repr__(self) -> str:
         c = self.config
@@ -593,7 +865,29 @@ def _exemplar_pool(exemplars: Sequence[Exemplar] | str | os.PathLike[str] | None
     return pool
 
 
-def _explain(exc: ValidationError) -> str:
+def _given(**values: Any) -> dict[str, Any]:
+    """The keyword arguments that were given (not None)."""
+    return {k: v for k, v in values.items() if v is not None}
+
+
+def _overrides(
+    *,
+    max_tokens: int | None = None,
+    temperature: float | None = None,
+    seed: int | None = None,
+    timeout: float | None = None,
+) -> CallOverrides | None:
+    """One call's settings, checked before any request; None when the call sets none."""
+    given = _given(max_tokens=max_tokens, temperature=temperature, seed=seed, timeout=timeout)
+    if not given:
+        return None
+    try:
+        return CallOverrides(**given)
+    except ValidationError as exc:
+        raise ConfigurationError(_explain(exc, "call settings")) from None
+
+
+def _explain(exc: ValidationError, what: str = "prompter settings") -> str:
     def one(err: Any) -> str:
         where = ".".join(str(p) for p in err["loc"]) or "settings"
         if err["type"] == "extra_forbidden":
@@ -601,4 +895,4 @@ def _explain(exc: ValidationError) -> str:
         return f"{where}: {err['msg']}"
 
     problems = "; ".join(one(err) for err in exc.errors())
-    return f"Invalid prompter settings: {problems}."
+    return f"Invalid {what}: {problems}."

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Collection, Generator
 from typing import Any
 
+from .config import CallOverrides
 from .core import Planner, answer_flow
 from .errors import ConfigurationError
 from .multi_expert import multi_expert_flow
@@ -40,12 +41,14 @@ def strategy_flow(
     identity: str | ExpertIdentity | None,
     strategy: str,
     stream: bool = False,
+    overrides: CallOverrides | None = None,
 ) -> Generator[Any, Any, ExpertAnswer]:
-    """The flow that answers ``instruction`` with ``strategy``."""
+    """The flow that answers ``instruction`` with ``strategy``; ``overrides`` holds the call's
+    own settings (:class:`~expertprompting.config.CallOverrides`), None for the prompter's."""
     if strategy == "multi-expert":
         if identity is not None:
             raise ConfigurationError(
                 "identity= does not apply to multi-expert, which chooses its own experts."
             )
-        return multi_expert_flow(planner, instruction, input)
-    return answer_flow(planner, instruction, input, identity, strategy, stream)
+        return multi_expert_flow(planner, instruction, input, overrides)
+    return answer_flow(planner, instruction, input, identity, strategy, stream, overrides)

@@ -10,7 +10,8 @@ be complete within ``timeout`` of sending, and a stream must bring its first tex
 are per read, so a server that sends a byte now and then could otherwise hold a request for as
 long as it likes. A deadline that passes raises :class:`DeadlineExceeded`, an
 ``openai.APITimeoutError``, so it is retried (and reported) like any timeout, and the
-connection it used is closed.
+connection it used is closed. A request that carries its own ``deadlines`` (a call's
+``timeout=``) is held to those instead of the transport's.
 """
 
 from __future__ import annotations
@@ -252,11 +253,14 @@ class OpenAITransport:
         self.capped = _cap_sockets(self.client)
 
     def complete(self, request: ChatRequest) -> Any:
-        timeout = self.deadlines.timeout
+        timeout = (request.deadlines or self.deadlines).timeout
         deadline = time.monotonic() + timeout
         token = _DEADLINE.set(deadline)
         try:
-            return self.client.post(_PATH, body=request.body(), cast_to=object)
+            # the call's own timeout also sets the per-read one (a longer one than the client's)
+            return self.client.post(
+                _PATH, body=request.body(), cast_to=object, options={"timeout": timeout}
+            )
         except openai.APIConnectionError as exc:  # timeouts included
             if isinstance(exc, openai.APITimeoutError) or time.monotonic() >= deadline:
                 raise _late("timeout", timeout, exc.request, exc)  # noqa: B904
@@ -267,7 +271,7 @@ class OpenAITransport:
             _DEADLINE.reset(token)
 
     def open_stream(self, request: ChatRequest) -> Iterator[Any]:
-        d = self.deadlines
+        d = request.deadlines or self.deadlines
         first = time.monotonic() + d.first_token
         token = _DEADLINE.set(first)
         try:
@@ -350,17 +354,20 @@ class AsyncOpenAITransport:
         self.client = client.with_options(max_retries=0, timeout=self.deadlines.timeout)
 
     async def complete(self, request: ChatRequest) -> Any:
-        timeout = self.deadlines.timeout
+        timeout = (request.deadlines or self.deadlines).timeout
         when = asyncio.get_running_loop().time() + timeout
         try:
-            return await _until(self.client.post(_PATH, body=request.body(), cast_to=object), when)
+            post = self.client.post(
+                _PATH, body=request.body(), cast_to=object, options={"timeout": timeout}
+            )
+            return await _until(post, when)
         except (asyncio.TimeoutError, openai.APITimeoutError) as exc:
             raise _late("timeout", timeout, _http_request(self.client), exc)  # noqa: B904
         except ValueError as exc:
             raise _unparseable(exc) from exc
 
     async def open_stream(self, request: ChatRequest) -> AsyncIterator[Any]:
-        d = self.deadlines
+        d = request.deadlines or self.deadlines
         first = asyncio.get_running_loop().time() + d.first_token
         try:
             stream = await _until(

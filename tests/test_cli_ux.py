@@ -538,6 +538,6 @@ def test_library_runs_refuse_bad_settings_before_a_bar_or_a_file(
     with pytest.raises(ConfigurationError):
         ep.answer_many(["Name a colour."], progress=True, **options)  # type: ignore[arg-type]
     with pytest.raises(ConfigurationError):
-        ep.generate(source, tmp_path / "out.jsonl", progress=True, **options)
+        ep.generate(source, tmp_path / "out.jsonl", progress=True, **options)  # type: ignore[arg-type]
     assert capsys.readouterr().err == ""
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl"]

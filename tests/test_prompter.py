@@ -377,7 +377,7 @@ def test_bad_settings_are_configuration_errors() -> None:
     with pytest.raises(ConfigurationError, match="retry="):
         ExpertPrompter(retry=3)  # type: ignore[arg-type]
     with pytest.raises(ConfigurationError, match="unexpected keyword"):
-        ExpertPrompter(temprature=0.2)
+        ExpertPrompter(temprature=0.2)  # type: ignore[arg-type]
 
 
 def test_no_key_is_a_clear_error_but_prompts_still_work() -> None:
