@@ -16,12 +16,14 @@ and async alike.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import functools
 import importlib.util
 import os
 import re
 import secrets
 import threading
+import weakref
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -153,7 +155,7 @@ def _load_llama(path: Path, n_ctx: int | None) -> Any:
             f"Local models need llama-cpp-python, which is not installed. Run: {INSTALL_HINT}."
         ) from exc
     try:
-        return llama_class(llama_cpp)(
+        llama = llama_class(llama_cpp)(
             model_path=str(path),
             n_ctx=n_ctx or 0,  # 0: the context length the model was trained with
             n_threads=os.cpu_count() or 1,
@@ -164,6 +166,16 @@ def _load_llama(path: Path, n_ctx: int | None) -> Any:
         raise ConfigurationError(
             f"llama.cpp could not load {path}: {exc}. Check that it is a GGUF model file."
         ) from exc
+    # A model still alive when Python shuts down is freed by Llama.__del__ after llama_cpp's
+    # module globals are gone, which prints a TypeError traceback: free it before that.
+    atexit.register(_close_at_exit, weakref.ref(llama))
+    return llama
+
+
+def _close_at_exit(ref: weakref.ref[Any]) -> None:
+    llama = ref()
+    if llama is not None:
+        llama.close()
 
 
 @dataclass(frozen=True)
