@@ -1,7 +1,9 @@
-"""The asynchronous driver: carries the core's requests to a transport, with retries.
+"""A driver: carries the core's requests to a transport, with retries.
 
-Mirror of :mod:`expertprompting.sync_driver`, line for line; every decision is made by the
-core, :class:`~expertprompting.attempts.AttemptTracker` and :mod:`~expertprompting.retry`.
+``async_driver.py`` (:class:`AsyncDriver`) is the one source of both drivers:
+``sync_driver.py`` (:class:`SyncDriver`) is generated from it by ``tools/unasync.py``, and CI
+fails when the generated file is stale. Every decision is made by the core,
+:class:`~expertprompting.attempts.AttemptTracker` and :mod:`~expertprompting.retry`.
 """
 
 from __future__ import annotations
@@ -39,8 +41,15 @@ async def _close(stream: Any) -> None:
         await close()
 
 
+async def _fetch_all(
+    fetch: Callable[[ChatRequest], Awaitable[Exchange]], requests: list[ChatRequest]
+) -> list[Exchange]:
+    """A flow's list of requests: sent at once by the async driver, in turn by the sync one."""
+    return list(await asyncio.gather(*(fetch(r) for r in requests)))
+
+
 class AsyncDriver:
-    """Runs flows against a :class:`~expertprompting.transport.AsyncTransport`."""
+    """Runs flows against a transport (see :mod:`~expertprompting.transport`)."""
 
     def __init__(
         self,
@@ -91,10 +100,12 @@ class AsyncDriver:
         return tracker.exchange()
 
     async def stream(self, request: ChatRequest) -> AsyncGenerator[str | Exchange, None]:
-        """Send one streaming request; yield its text as it comes, then its Exchange.
+        """Send one streaming request; yield its text as it comes; its Exchange comes last.
 
-        Attempts are retried until the first text arrives; a stream that breaks off later
-        raises :class:`ResponseError` (text already shown cannot be taken back).
+        The async driver yields the Exchange last; the sync one returns it (the value of its
+        ``yield from``), as an async generator cannot return a value. Attempts are retried until
+        the first text arrives; a stream that breaks off later raises :class:`ResponseError`
+        (text already shown cannot be taken back).
         """
         tracker = AttemptTracker(self.ledger, request, self.limiter)
         assembler = StreamAssembler(request)
@@ -142,15 +153,16 @@ class AsyncDriver:
         flow: Generator[Any, Any, T],
         fetch: Callable[[ChatRequest], Awaitable[Exchange]] | None = None,
     ) -> T:
-        """Drive a flow to its result (a list of requests is sent all at once).
+        """Drive a flow to its result (a list of requests: see :func:`_fetch_all`).
 
-        ``fetch`` replaces :meth:`fetch` for each request (the runner's priority gate wraps it).
+        ``fetch`` replaces :meth:`fetch` for each request (the runner's priority gate wraps the
+        async driver's).
         """
         fetch = fetch or self.fetch
         request = next(flow)
         while True:
             if isinstance(request, list):
-                exchange: Any = list(await asyncio.gather(*(fetch(r) for r in request)))
+                exchange: Any = await _fetch_all(fetch, request)
             else:
                 exchange = await fetch(request)
             try:
@@ -160,12 +172,16 @@ class AsyncDriver:
                 return result
 
     async def run_streaming(self, flow: Generator[Any, Any, T]) -> AsyncGenerator[str | T, None]:
-        """Drive a flow, streaming the text of its streaming requests; the result comes last."""
+        """Drive a flow, streaming the text of its streaming requests; its result comes last.
+
+        The result is yielded last by the async driver and returned by the sync one, as in
+        :meth:`stream`.
+        """
         request = next(flow)
         while True:
             exchange: Any
             if isinstance(request, list):
-                exchange = list(await asyncio.gather(*(self.fetch(r) for r in request)))
+                exchange = await _fetch_all(self.fetch, request)
             elif request.stream:
                 exchange = None
                 async for item in self.stream(request):
@@ -179,5 +195,6 @@ class AsyncDriver:
             try:
                 request = flow.send(exchange)
             except StopIteration as stop:
-                yield stop.value
-                return
+                result: T = stop.value
+                break
+        yield result

@@ -1,7 +1,10 @@
-"""The synchronous driver: carries the core's requests to a transport, with retries.
+# generated from async_driver.py by tools/unasync.py; do not edit
+"""A driver: carries the core's requests to a transport, with retries.
 
-Mirror of :mod:`expertprompting.async_driver`, line for line; every decision is made by the
-core, :class:`~expertprompting.attempts.AttemptTracker` and :mod:`~expertprompting.retry`.
+``async_driver.py`` (:class:`AsyncDriver`) is the one source of both drivers:
+``sync_driver.py`` (:class:`SyncDriver`) is generated from it by ``tools/unasync.py``, and CI
+fails when the generated file is stale. Every decision is made by the core,
+:class:`~expertprompting.attempts.AttemptTracker` and :mod:`~expertprompting.retry`.
 """
 
 from __future__ import annotations
@@ -38,8 +41,15 @@ def _close(stream: Any) -> None:
         close()
 
 
+def _fetch_all(
+    fetch: Callable[[ChatRequest], Exchange], requests: list[ChatRequest]
+) -> list[Exchange]:
+    """A flow's list of requests: sent at once by the async driver, in turn by the sync one."""
+    return [fetch(r) for r in requests]
+
+
 class SyncDriver:
-    """Runs flows against a :class:`~expertprompting.transport.Transport`."""
+    """Runs flows against a transport (see :mod:`~expertprompting.transport`)."""
 
     def __init__(
         self,
@@ -90,10 +100,12 @@ class SyncDriver:
         return tracker.exchange()
 
     def stream(self, request: ChatRequest) -> Generator[str, None, Exchange]:
-        """Send one streaming request; yield its text as it comes; return its record.
+        """Send one streaming request; yield its text as it comes; its Exchange comes last.
 
-        Attempts are retried until the first text arrives; a stream that breaks off later
-        raises :class:`ResponseError` (text already shown cannot be taken back).
+        The async driver yields the Exchange last; the sync one returns it (the value of its
+        ``yield from``), as an async generator cannot return a value. Attempts are retried until
+        the first text arrives; a stream that breaks off later raises :class:`ResponseError`
+        (text already shown cannot be taken back).
         """
         tracker = AttemptTracker(self.ledger, request, self.limiter)
         assembler = StreamAssembler(request)
@@ -141,15 +153,16 @@ class SyncDriver:
         flow: Generator[Any, Any, T],
         fetch: Callable[[ChatRequest], Exchange] | None = None,
     ) -> T:
-        """Drive a flow to its result (a list of requests is sent one after another).
+        """Drive a flow to its result (a list of requests: see :func:`_fetch_all`).
 
-        ``fetch`` replaces :meth:`fetch` for each request.
+        ``fetch`` replaces :meth:`fetch` for each request (the runner's priority gate wraps the
+        async driver's).
         """
         fetch = fetch or self.fetch
         request = next(flow)
         while True:
             if isinstance(request, list):
-                exchange: Any = [fetch(r) for r in request]
+                exchange: Any = _fetch_all(fetch, request)
             else:
                 exchange = fetch(request)
             try:
@@ -159,12 +172,16 @@ class SyncDriver:
                 return result
 
     def run_streaming(self, flow: Generator[Any, Any, T]) -> Generator[str, None, T]:
-        """Drive a flow, streaming the text of its streaming requests."""
+        """Drive a flow, streaming the text of its streaming requests; its result comes last.
+
+        The result is yielded last by the async driver and returned by the sync one, as in
+        :meth:`stream`.
+        """
         request = next(flow)
         while True:
             exchange: Any
             if isinstance(request, list):
-                exchange = [self.fetch(r) for r in request]
+                exchange = _fetch_all(self.fetch, request)
             elif request.stream:
                 exchange = yield from self.stream(request)
             else:
@@ -173,4 +190,5 @@ class SyncDriver:
                 request = flow.send(exchange)
             except StopIteration as stop:
                 result: T = stop.value
-                return result
+                break
+        return result
