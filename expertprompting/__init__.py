@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from .prompter import AnswerStream, AsyncAnswerStream, ExpertPrompter
     from .results import ExpertAnswer, ExpertIdentity, RequestRecord, Strategy, Usage
     from .runner import TooManyErrorsError
+    from .session import ModelSession
     from .tokens import TiktokenCounter, TokenCounter, count_tokens
 
 __version__ = "0.1.0"
@@ -60,6 +61,7 @@ __all__ = [
     "GenerateSummary",
     "Judge",
     "ModelPrice",
+    "ModelSession",
     "PairVerdict",
     "PrompterConfig",
     "RateLimitError",
@@ -102,6 +104,7 @@ _EXPORTS: dict[str, str] = {
     "GenerateSummary": "generate",
     "Judge": "judge",
     "ModelPrice": "config",
+    "ModelSession": "session",
     "PairVerdict": "judge",
     "PrompterConfig": "config",
     "RateLimitError": "errors",

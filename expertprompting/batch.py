@@ -19,7 +19,6 @@ follow the documented format ``{"custom_id", "method": "POST", "url": "/v1/chat/
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import warnings
@@ -45,8 +44,8 @@ from .config import RetryPolicy, RunBudget
 from .core import (
     ChatRequest,
     Completion,
+    assemble_answer,
     check_completion,
-    clean_answer,
     fold_input,
     parse_completion,
 )
@@ -59,9 +58,9 @@ from .errors import (
     RetryError,
 )
 from .ratelimit import RateLimiter
-from .results import ExpertAnswer, RequestRecord, Usage
+from .results import RequestRecord, Usage
 from .retry import RetrySpec
-from .runner import check_concurrency, run_sync
+from .runner import check_concurrency, run_pool, run_sync
 from .tokens import TiktokenCounter, TokenCounter
 from .transport import AsyncOpenAITransport
 
@@ -363,23 +362,8 @@ def assemble(
                 bad.write({"kind": "item", "id": item.key, "step": "answer", "error": done})
                 continue
             records.append(_record("answer", done, _cost(prompter, planned_answer, done, answered)))
-            raw = (done.content or "").strip()
-            cleaned = clean_answer(raw) if prompter.config.clean_answers else raw
-            usage = Usage()
-            for record in records:
-                usage = usage + record.usage
-            result = ExpertAnswer(
-                instruction=instruction,
-                input=input,
-                expert_identity=identity,
-                answer=cleaned,
-                raw_answer=raw if cleaned != raw else None,
-                model=done.model,
-                strategy=strategy,
-                truncated=done.finish_reason == "length",
-                usage=usage,
-                requests=records,
-                id=item.key,
+            result = assemble_answer(
+                prompter.planner, instruction, input, identity, strategy, done, records, id=item.key
             )
             out.write(output_row(item, result))
             summary.written += 1
@@ -535,14 +519,13 @@ async def _run_requests(
             "error": error,
         }
 
-    pending = iter(lines)
     with ResultWriter(results_path, truncate=True) as out:
-
-        async def worker() -> None:
-            for row in pending:  # shared: each line goes to one worker
-                out.write(await one(row))
-
-        await asyncio.gather(*(worker() for _ in range(min(concurrency, len(lines)) or 1)))
+        await run_pool(
+            lines,
+            lambda _, row: one(row),
+            concurrency=concurrency,
+            on_result=lambda _, __, line: out.write(line),
+        )
     return len(lines)
 
 

@@ -223,7 +223,7 @@ def compare(
     if len(set(strategies)) != len(strategies):
         raise ConfigurationError(f"Strategies repeat: {', '.join(strategies)}.")
     for name in strategies:
-        prompter._strategy(name)  # validates, with a clear error
+        prompter.resolve_strategy(name)  # validates, with a clear error
     out = Path(folder)
     _prepare_folder(out, Path(questions), strategies)
     with RunLock(out, "-o", lock_path=out / "compare.lock"):

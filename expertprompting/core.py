@@ -32,6 +32,7 @@ __all__ = [
     "Flow",
     "Planner",
     "answer_flow",
+    "assemble_answer",
     "check_completion",
     "clean_answer",
     "identify_flow",
@@ -306,7 +307,8 @@ class Planner:
         self.extra = {"repeat_penalty": c.repeat_penalty} if c.repeat_penalty is not None else {}
 
     # -- messages ---------------------------------------------------------------------------
-    def _user(self, text: str) -> list[ChatMessage]:
+    def user_messages(self, text: str) -> list[ChatMessage]:
+        """``text`` as the one user message of a request."""
         return [{"role": "user", "content": text}]
 
     def _identity_messages(
@@ -316,7 +318,7 @@ class Planner:
             text = self.templates["identity"].render(
                 instruction=instruction, input=input, exemplars=list(exemplars)
             )
-            return self._user(text)
+            return self.user_messages(text)
         # "chat": the task as the system message, each exemplar a user turn and its answer.
         turn = self.templates["identity_turn"]
         messages: list[ChatMessage] = [
@@ -347,7 +349,7 @@ class Planner:
             )
         else:
             text = self.templates[strategy].render(instruction=instruction, input=input)
-        return self._user(text)
+        return self.user_messages(text)
 
     def _exemplar_tokens(self, exemplar: Exemplar) -> int:
         """What showing ``exemplar`` adds to an identity prompt, in tokens (measured once)."""
@@ -550,13 +552,6 @@ def plan_room(planner: Planner, prompt: int, cap: int | None, what: str, minimum
     )
 
 
-def _usage(records: Sequence[RequestRecord]) -> Usage:
-    total = Usage()
-    for record in records:
-        total = total + record.usage
-    return total
-
-
 def identify_flow(
     planner: Planner,
     instruction: str,
@@ -614,21 +609,45 @@ def answer_flow(
         )
     exchange = yield planner.answer_request(instruction, input, text, strategy, stream, overrides)
     records.append(exchange.record)
-    raw = (exchange.completion.content or "").strip()
+    return assemble_answer(
+        planner, instruction, input, text, strategy, exchange.completion, records, cached
+    )
+
+
+def assemble_answer(
+    planner: Planner,
+    instruction: str,
+    input: str | None,
+    identity: str | None,
+    strategy: Strategy,
+    answer: Completion,
+    records: Sequence[RequestRecord],
+    identity_cached: bool = False,
+    id: str | None = None,
+) -> ExpertAnswer:
+    """The :class:`ExpertAnswer` of a finished run of the method: the one place it is built.
+
+    ``answer`` is the final reply; ``records`` are every step's records (identity first), which
+    carry the usage, cost and time. The flows call this at their end, and so does
+    :func:`expertprompting.batch.assemble` with the replies of a batch engine, so an answer
+    reads the same however its requests were sent.
+    """
+    raw = (answer.content or "").strip()
     cleaned = clean_answer(raw) if planner.config.clean_answers else raw
     return ExpertAnswer(
         instruction=instruction,
         input=input,
-        expert_identity=text,
+        expert_identity=identity,
         answer=cleaned,
         raw_answer=raw if cleaned != raw else None,
-        model=exchange.completion.model,
+        model=answer.model,
         strategy=strategy,
-        truncated=exchange.completion.finish_reason == "length",
-        usage=_usage(records),
-        requests=records,
+        truncated=answer.finish_reason == "length",
+        usage=Usage.total(records),
+        requests=list(records),
         seconds=sum(r.seconds for r in records),
-        identity_cached=cached,
+        identity_cached=identity_cached,
+        id=id,
     )
 
 

@@ -161,7 +161,7 @@ async def agenerate(
     check_rates(rpm, tpm)
     source, output = Path(input_path), Path(output_path)
     errors = Path(errors_path) if errors_path is not None else default_errors_path(output)
-    chosen = prompter._strategy(strategy)
+    chosen = prompter.resolve_strategy(strategy)
     retry = _check_paths(source, output, errors)
     run = _RunIdentity.of(prompter, chosen, output)
     with hold([RunLock(output, "-o"), RunLock(errors, "--errors")]):
@@ -198,8 +198,7 @@ class _RunIdentity:
         model = prompter.config.model
         # rows written before rows recorded the requested model name only have the model the
         # endpoint reported: for a local model the file's name, for OpenAI a dated snapshot
-        local = prompter._local.name if prompter._local is not None else None
-        aliases = frozenset({model} if local is None else {model, local})
+        aliases = prompter.session.served_names
         return cls(output, model, aliases, strategy, prompter.planner.fingerprint(strategy))
 
     def conflict(self, row: dict[str, Any]) -> str | None:
@@ -418,7 +417,7 @@ class _Job:
         bar = Progress(total, enabled=progress)
         stats = RunStats()
         try:
-            async with self.prompter._run_driver(rpm=rpm, tpm=tpm) as driver:
+            async with self.prompter.session.open_run(rpm=rpm, tpm=tpm) as driver:
                 await run_items(
                     driver,
                     self.prompter.planner,

@@ -50,12 +50,14 @@ from ._outputs import (
     refuse_foreign,
     scan_jsonl,
 )
-from .core import ChatRequest, plan_room
+from .core import ChatRequest, Planner, plan_room
 from .dataset import InputProblem, ResultWriter, read_rows
 from .errors import ConfigurationError, ExpertPromptingError
 from .generate import default_errors_path
 from .progress import Progress
-from .runner import RunStats, check_concurrency, run_sync
+from .results import Usage
+from .runner import RunStats, check_concurrency, run_pool, run_sync
+from .session import ModelSession, given, session_config
 from .templating import TemplateSource, load_template
 
 if TYPE_CHECKING:  # types only: importing the judge must not import the SDK
@@ -561,20 +563,13 @@ class Judge:
         :param unknown: Not a setting: refused with a ConfigurationError (and by type
             checkers).
         """
-        from .prompter import ExpertPrompter
-
         if unknown:
             names = ", ".join(f"{name}=" for name in sorted(unknown))
             raise ConfigurationError(
                 f"Judge does not take {names}: only settings that shape a verdict request "
                 "(see Judge's parameters)."
             )
-        self.prompter = ExpertPrompter(
-            model=model,
-            base_url=base_url,
-            api_key=api_key,
-            client=client,
-            async_client=async_client,
+        settings = given(
             context_window=context_window,
             margin_tokens=margin_tokens,
             temperature=0.0 if temperature is None else temperature,
@@ -582,33 +577,57 @@ class Judge:
             seed=seed,
             repeat_penalty=repeat_penalty,
             timeout=timeout,
-            retry=retry,
-            max_total_tokens=max_total_tokens,
-            max_requests=max_requests,
-            max_cost=max_cost,
             budget=budget,
             prices=prices,
+        )
+        limits = given(
+            max_total_tokens=max_total_tokens, max_requests=max_requests, max_cost=max_cost
+        )
+        config = session_config(
+            model,
+            settings,
+            limits=limits,
+            retry=retry,
+            connection_given=bool(base_url or api_key or client or async_client),
+        )
+        self.session = ModelSession(
+            config,
+            base_url=base_url,
+            api_key=api_key,
+            client=client,
+            async_client=async_client,
+            retry=retry,
             token_counter=token_counter,
             cache=cache,
         )
+        """Transports, retry, budget ledger, verdict cache and token counter of the judge model."""
+        self.config = self.session.config
+        # the planner's request sizing and sampling; the method's templates are not needed
+        self._planner = Planner(self.config, {}, [], self.session.counter)
         self.template = load_template("judge", template)
         self.max_verdict_tokens = max_verdict_tokens
 
     @property
     def model(self) -> str:
-        return self.prompter.config.model
+        """The judge model's name."""
+        return self.config.model
+
+    @property
+    def usage(self) -> Usage:
+        """Running totals of every verdict request this judge sent."""
+        return self.session.usage
 
     def request(self, question: str, first: str, second: str) -> ChatRequest:
         """The exact request judging ``first`` (Assistant 1) against ``second``."""
-        planner = self.prompter.planner
+        planner = self._planner
         text = self.template.render(question=question, answer_1=first, answer_2=second)
-        messages = [{"role": "user", "content": text}]
-        prompt = self.prompter.counter.count_messages(messages)
+        messages = planner.user_messages(text)
+        prompt = self.session.counter.count_messages(messages)
         max_tokens = plan_room(planner, prompt, self.max_verdict_tokens, "verdict")
         return ChatRequest(
             "verdict",
             self.model,
-            messages,  # type: ignore[arg-type]
+            messages,
             prompt,
             max_tokens,
             planner.max_tokens_param,
@@ -748,7 +767,6 @@ class Judge:
         todo = [p for p in pairs if p[0] not in done]
         bar = Progress(len(todo), enabled=progress)
         stats = RunStats()
-        gate = asyncio.Semaphore(concurrency)
         # this run's failures only: earlier ones are judged again, as generate retries items
         with (
             ResultWriter(verdicts_path, shape=VERDICT_ROWS, repair=False) as out,
@@ -756,11 +774,12 @@ class Judge:
         ):
             for problem in problems:  # the same record as generate's unusable input rows
                 error_log.write({"kind": "input", "where": str(problem), "error": problem.reason})
-            async with self.prompter._run_driver(rpm=rpm, tpm=tpm) as driver:
+            async with self.session.open_run(rpm=rpm, tpm=tpm) as driver:
 
-                async def one(item: tuple[str, str, str | None, str, str]) -> None:
-                    async with gate:
-                        verdict = await self._judge_pair(driver, *item)
+                async def judge(_: int, item: tuple[str, str, str | None, str, str]) -> PairVerdict:
+                    return await self._judge_pair(driver, *item)
+
+                def record(_: int, __: object, verdict: PairVerdict) -> None:
                     failure = next((v.error for v in verdict.verdicts if v.error), None)
                     if failure is None:
                         out.write(json.loads(verdict.model_dump_json()))
@@ -772,7 +791,9 @@ class Judge:
                     bar.update(stats)
 
                 try:
-                    await asyncio.gather(*(one(item) for item in todo))
+                    # `concurrency` pairs at once, pulled as workers free up; each pair's two
+                    # orders go out together
+                    await run_pool(todo, judge, concurrency=concurrency, on_result=record)
                 finally:
                     bar.close()
         wanted = {p[0] for p in pairs}
@@ -841,7 +862,7 @@ class Judge:
         """Judge one pair, in both orders."""
 
         async def go() -> PairVerdict:
-            async with self.prompter._run_driver() as driver:
+            async with self.session.open_run() as driver:
                 return await self._judge_pair(driver, "-", question, None, a, b)
 
         return run_sync(go())

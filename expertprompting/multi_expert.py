@@ -103,13 +103,6 @@ def parse_aggregation(text: str | None, n: int) -> tuple[str | None, int | None]
     return combined, best
 
 
-def _records_usage(records: list[RequestRecord]) -> Usage:
-    total = Usage()
-    for record in records:
-        total = total + record.usage
-    return total
-
-
 def multi_expert_flow(
     planner: Planner,
     instruction: str,
@@ -128,7 +121,7 @@ def multi_expert_flow(
 
     # 1. the experts, one request (asked again once if the list cannot be read)
     text = planner.templates["experts"].render(instruction=instruction, input=input, n=n)
-    messages = planner._user(text)
+    messages = planner.user_messages(text)
     prompt = planner.counter.count_messages(messages)
     request = planner.overridden(
         ChatRequest(
@@ -178,7 +171,7 @@ def multi_expert_flow(
         input=input,
         answers=[{"expert": v.expert, "answer": v.answer} for v in views],
     )
-    messages = planner._user(text)
+    messages = planner.user_messages(text)
     prompt = planner.counter.count_messages(messages)
     cap = planner.answer_cap(overrides)
     final: Exchange = yield planner.overridden(
@@ -207,7 +200,7 @@ def multi_expert_flow(
         model=final.completion.model,
         strategy="multi-expert",
         truncated=final.completion.finish_reason == "length",
-        usage=_records_usage(records),
+        usage=Usage.total(records),
         requests=records,
         seconds=sum(r.seconds for r in records),
         experts=views,

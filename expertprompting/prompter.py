@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import sys
-import threading
 from collections.abc import (
     AsyncGenerator,
     AsyncIterator,
-    Awaitable,
     Callable,
     Generator,
     Iterable,
@@ -27,17 +24,12 @@ else:  # pragma: no cover - Python 3.10
 
 import openai
 from pydantic import ValidationError
-from tenacity import BaseRetrying
 
-from .async_driver import AsyncDriver
-from .budget import BudgetLedger
-from .cache import CacheSpec, IdentityCache, resolve_cache
+from .cache import CacheSpec, IdentityCache
 from .config import (
     CallOverrides,
     IdentityLayout,
     ModelPrice,
-    PrompterConfig,
-    RetryPolicy,
     RunBudget,
 )
 from .core import ChatMessage, Planner, fold_input, identify_flow
@@ -47,26 +39,15 @@ from .exemplars import Exemplar, default_exemplars, load_exemplars
 from .generate import GenerateSummary
 from .generate import agenerate as agenerate_file
 from .generate import generate as generate_file
-from .local import (
-    LOCAL_DEFAULTS,
-    AsyncLocalTransport,
-    LlamaCounter,
-    LocalModel,
-    LocalTransport,
-    is_local_model,
-)
-from .loop_drivers import LoopDrivers
-from .model_table import lookup_model
 from .progress import Progress
-from .ratelimit import RateLimiter, check_rates
+from .ratelimit import check_rates
 from .results import ExpertAnswer, ExpertIdentity, Strategy, Usage
 from .retry import RetrySpec
 from .runner import ItemResult, RunStats, TooManyErrorsError, check_concurrency, run_items, run_sync
+from .session import ModelSession, explain_invalid, given, session_config
 from .strategies import BUILTIN_STRATEGIES, check_strategy, strategy_flow
-from .sync_driver import SyncDriver
 from .templating import TemplateSource, load_template
-from .tokens import TiktokenCounter, TokenCounter
-from .transport import AsyncOpenAITransport, AsyncTransport, OpenAITransport, Transport
+from .tokens import TokenCounter
 
 __all__ = ["AnswerStream", "AsyncAnswerStream", "ExpertPrompter"]
 
@@ -255,7 +236,7 @@ class ExpertPrompter:
             :class:`~expertprompting.errors.ConfigurationError` (and by type checkers).
         """
         # only what was given: PrompterConfig holds the defaults and the checks, in one place
-        settings = _given(
+        settings = given(
             strategy=strategy,
             k_exemplars=k_exemplars,
             identity_prompt_budget=identity_prompt_budget,
@@ -278,44 +259,28 @@ class ExpertPrompter:
             prices=prices,
         )
         settings.update(unknown)  # refused by PrompterConfig, with the usual message
-        limits = _given(
+        limits = given(
             max_total_tokens=max_total_tokens, max_requests=max_requests, max_cost=max_cost
         )
-        local = is_local_model(model)
-        if local:
-            if base_url or api_key or client or async_client:
-                raise ConfigurationError(
-                    f"model={model!r} runs in-process; base_url=, api_key= and clients do not "
-                    "apply. For a model behind a server, pass its name and base_url= instead."
-                )
-            settings = {**LOCAL_DEFAULTS, **settings}
-        try:
-            if limits:
-                settings["budget"] = RunBudget(**limits)
-            if isinstance(retry, RetryPolicy):
-                settings["retry"] = retry
-            elif retry is not None and not isinstance(retry, BaseRetrying):
-                raise ConfigurationError(
-                    "retry= takes a RetryPolicy or a tenacity Retrying/AsyncRetrying, "
-                    f"not {type(retry).__name__}."
-                )
-            self.config = PrompterConfig(model=model, **settings)
-        except ValidationError as exc:
-            raise ConfigurationError(_explain(exc)) from None
-        except TypeError as exc:
-            raise ConfigurationError(str(exc)) from None
-        self._retry: RetrySpec = retry if retry is not None else self.config.retry
-        self._base_url = base_url
-        self._api_key = api_key
-        self._client = client
-        self._async_client = async_client
-        self._local: LocalModel | None = None
-        if local:
-            self._local = LocalModel.load(model, self.config.context_window)
-            if self.config.context_window is None:
-                self.config = self.config.model_copy(
-                    update={"context_window": self._local.context_window}
-                )
+        config = session_config(
+            model,
+            settings,
+            limits=limits,
+            retry=retry,
+            connection_given=bool(base_url or api_key or client or async_client),
+        )
+        self.session = ModelSession(
+            config,
+            base_url=base_url,
+            api_key=api_key,
+            client=client,
+            async_client=async_client,
+            retry=retry,
+            token_counter=token_counter,
+            cache=cache,
+        )
+        """Transports, retry, budget ledger, cache and token counter of this prompter's model."""
+        self.config = self.session.config
         pool = _exemplar_pool(exemplars)
         templates = {
             "identity": load_template("identity", identity_template),
@@ -335,111 +300,22 @@ class ExpertPrompter:
                 )
             self._custom[name] = templates[name] = load_template("strategy", source)
         check_strategy(self.config.strategy, self._custom)
-        self.counter = token_counter or (
-            LlamaCounter(self._local) if self._local is not None else TiktokenCounter(model)
-        )
+        self.counter = self.session.counter
         self.planner = Planner(self.config, templates, pool, self.counter)
-        if self.config.budget.max_cost is not None and self._price(model) is None:
-            raise ConfigurationError(
-                f"max_cost is set but the price of {model!r} is unknown; pass "
-                f"prices={{{model!r}: ModelPrice(input=..., output=...)}} (USD per 1M tokens)."
-            )
-        self.ledger = BudgetLedger(self.config.budget, self._price)
-        self.cache: IdentityCache | None = resolve_cache(cache)
-        self._sync: SyncDriver | None = None
-        self._sync_lock = threading.Lock()  # threads making their first call at once share one
-        self._async_drivers = LoopDrivers()
-
-    # -- configuration ------------------------------------------------------------------------
-    def _price(self, model: str) -> ModelPrice | None:
-        if model in self.config.prices:
-            return self.config.prices[model]
-        if self._local is not None:
-            return ModelPrice(input=0, output=0)
-        info = lookup_model(model)
-        return info.price if info else None
+        self.ledger = self.session.ledger
+        self.cache: IdentityCache | None = self.session.cache
 
     @property
     def usage(self) -> Usage:
         """Running totals of every request this prompter sent (failed attempts included)."""
         return self.ledger.usage
 
-    def _openai_kwargs(self) -> dict[str, Any]:
-        api_key = self._api_key or os.environ.get("OPENAI_API_KEY")
-        base_url = self._base_url or os.environ.get("OPENAI_BASE_URL")
-        if not api_key:
-            if not base_url:
-                raise ConfigurationError(
-                    f"No API key for model {self.config.model!r}: set OPENAI_API_KEY, pass "
-                    "api_key=, or pass base_url= of a local OpenAI-compatible server."
-                )
-            api_key = "not-needed"  # local servers ignore it, the SDK insists on one
-        return {"api_key": api_key, "base_url": base_url}
+    def resolve_strategy(self, strategy: Strategy | None = None) -> Strategy:
+        """The strategy a call given ``strategy`` uses (None: the default), checked.
 
-    def _sync_driver(self) -> SyncDriver:
-        with self._sync_lock:
-            if self._sync is None:
-                transport: Transport
-                if self._local is not None:
-                    transport = LocalTransport(self._local)
-                else:
-                    client = self._client or openai.OpenAI(**self._openai_kwargs())
-                    transport = OpenAITransport(client, self.config.deadlines)
-                self._sync = SyncDriver(
-                    transport, self.ledger, self._retry, self.counter, cache=self.cache
-                )
-            return self._sync
-
-    def _async_transport(self) -> tuple[AsyncTransport, Callable[[], Awaitable[None]] | None]:
-        """A transport for the running event loop, and how to close it (None: not ours)."""
-        if self._local is not None:
-            return AsyncLocalTransport(self._local), None
-        if self._async_client is not None:
-            return AsyncOpenAITransport(self._async_client, self.config.deadlines), None
-        if self._client is not None:
-            c = self._client
-            # the settings a sync client can carry over; an HTTP client or proxies cannot be
-            client = openai.AsyncOpenAI(
-                api_key=c.api_key,
-                base_url=c.base_url,
-                organization=c.organization,
-                project=c.project,
-                default_headers=getattr(c, "_custom_headers", None),
-                default_query=getattr(c, "_custom_query", None),
-            )
-        else:
-            client = openai.AsyncOpenAI(**self._openai_kwargs())
-        return AsyncOpenAITransport(client, self.config.deadlines), client.close
-
-    def _async_driver(self) -> AsyncDriver:
-        # An async HTTP client belongs to the event loop it first ran in: one driver per loop,
-        # closed with its loop, so a prompter works across asyncio.run() calls, in several
-        # threads' loops at once, and in notebooks alike.
-        def make() -> tuple[AsyncDriver, Callable[[], Awaitable[None]] | None]:
-            transport, close = self._async_transport()
-            driver = AsyncDriver(
-                transport, self.ledger, self._retry, self.counter, cache=self.cache
-            )
-            return driver, close
-
-        return self._async_drivers.get(make)
-
-    @contextlib.asynccontextmanager
-    async def _run_driver(
-        self, *, rpm: float | None = None, tpm: float | None = None
-    ) -> AsyncIterator[AsyncDriver]:
-        """A driver for one run over many items: its own client and rate limiter."""
-        limiter = RateLimiter(rpm=rpm, tpm=tpm)  # without limits it still spreads 429 pauses
-        transport, close = self._async_transport()
-        try:
-            yield AsyncDriver(
-                transport, self.ledger, self._retry, self.counter, limiter=limiter, cache=self.cache
-            )
-        finally:
-            if close is not None:
-                await close()
-
-    def _strategy(self, strategy: Strategy | None) -> Strategy:
+        An unknown name is a :class:`~expertprompting.errors.ConfigurationError` listing the
+        strategies this prompter knows.
+        """
         return check_strategy(strategy or self.config.strategy, self._custom)
 
     # -- prompts, no request --------------------------------------------------------------------
@@ -458,7 +334,9 @@ class ExpertPrompter:
         """The exact messages step 2 would send (no request is made)."""
         instruction, input = fold_input(instruction, input)
         text = identity.description if isinstance(identity, ExpertIdentity) else identity
-        return self.planner.answer_messages(instruction, input, text, self._strategy(strategy))
+        return self.planner.answer_messages(
+            instruction, input, text, self.resolve_strategy(strategy)
+        )
 
     # -- calls ------------------------------------------------------------------------------------
     def identify(
@@ -484,7 +362,7 @@ class ExpertPrompter:
         """
         _check_instruction(instruction)
         overrides = _overrides(temperature=temperature, seed=seed, timeout=timeout)
-        return self._sync_driver().run(identify_flow(self.planner, instruction, input, overrides))
+        return self.session.driver().run(identify_flow(self.planner, instruction, input, overrides))
 
     async def aidentify(
         self,
@@ -499,7 +377,7 @@ class ExpertPrompter:
         _check_instruction(instruction)
         overrides = _overrides(temperature=temperature, seed=seed, timeout=timeout)
         flow = identify_flow(self.planner, instruction, input, overrides)
-        return await self._async_driver().run(flow)
+        return await self.session.async_driver().run(flow)
 
     def answer(
         self,
@@ -534,11 +412,11 @@ class ExpertPrompter:
         overrides = _overrides(
             max_tokens=max_tokens, temperature=temperature, seed=seed, timeout=timeout
         )
-        chosen = self._strategy(strategy)
+        chosen = self.resolve_strategy(strategy)
         flow = strategy_flow(
             self.planner, instruction, input, identity, chosen, overrides=overrides
         )
-        return self._sync_driver().run(flow)
+        return self.session.driver().run(flow)
 
     async def aanswer(
         self,
@@ -557,11 +435,11 @@ class ExpertPrompter:
         overrides = _overrides(
             max_tokens=max_tokens, temperature=temperature, seed=seed, timeout=timeout
         )
-        chosen = self._strategy(strategy)
+        chosen = self.resolve_strategy(strategy)
         flow = strategy_flow(
             self.planner, instruction, input, identity, chosen, overrides=overrides
         )
-        return await self._async_driver().run(flow)
+        return await self.session.async_driver().run(flow)
 
     def stream(
         self,
@@ -596,11 +474,11 @@ class ExpertPrompter:
         overrides = _overrides(
             max_tokens=max_tokens, temperature=temperature, seed=seed, timeout=timeout
         )
-        chosen = self._strategy(strategy)
+        chosen = self.resolve_strategy(strategy)
         flow = strategy_flow(
             self.planner, instruction, input, identity, chosen, stream=True, overrides=overrides
         )
-        return AnswerStream(_text_at_least_once(self._sync_driver().run_streaming(flow)))
+        return AnswerStream(_text_at_least_once(self.session.driver().run_streaming(flow)))
 
     def astream(
         self,
@@ -619,14 +497,14 @@ class ExpertPrompter:
         overrides = _overrides(
             max_tokens=max_tokens, temperature=temperature, seed=seed, timeout=timeout
         )
-        chosen = self._strategy(strategy)
+        chosen = self.resolve_strategy(strategy)
         flow = strategy_flow(
             self.planner, instruction, input, identity, chosen, stream=True, overrides=overrides
         )
 
         async def chunks() -> AsyncGenerator[str | ExpertAnswer, None]:
             shown = False
-            async for item in self._async_driver().run_streaming(flow):
+            async for item in self.session.async_driver().run_streaming(flow):
                 if isinstance(item, ExpertAnswer) and not shown and item.answer:
                     yield item.answer  # nothing streamed (multi-expert): the answer, whole
                 shown = shown or isinstance(item, str)
@@ -647,7 +525,7 @@ class ExpertPrompter:
         progress: bool = True,
     ) -> list[ItemResult]:
         """Async twin of :meth:`answer_many`."""
-        chosen = self._strategy(strategy)
+        chosen = self.resolve_strategy(strategy)
         check_concurrency(concurrency)
         check_rates(rpm, tpm)  # before the progress bar is drawn
         results: dict[int, ItemResult] = {}
@@ -667,7 +545,7 @@ class ExpertPrompter:
 
         bar = Progress(total, enabled=progress)
         try:
-            async with self._run_driver(rpm=rpm, tpm=tpm) as driver:
+            async with self.session.open_run(rpm=rpm, tpm=tpm) as driver:
                 await run_items(
                     driver,
                     self.planner,
@@ -865,11 +743,6 @@ def _exemplar_pool(exemplars: Sequence[Exemplar] | str | os.PathLike[str] | None
     return pool
 
 
-def _given(**values: Any) -> dict[str, Any]:
-    """The keyword arguments that were given (not None)."""
-    return {k: v for k, v in values.items() if v is not None}
-
-
 def _overrides(
     *,
     max_tokens: int | None = None,
@@ -878,21 +751,10 @@ def _overrides(
     timeout: float | None = None,
 ) -> CallOverrides | None:
     """One call's settings, checked before any request; None when the call sets none."""
-    given = _given(max_tokens=max_tokens, temperature=temperature, seed=seed, timeout=timeout)
-    if not given:
+    settings = given(max_tokens=max_tokens, temperature=temperature, seed=seed, timeout=timeout)
+    if not settings:
         return None
     try:
-        return CallOverrides(**given)
+        return CallOverrides(**settings)
     except ValidationError as exc:
-        raise ConfigurationError(_explain(exc, "call settings")) from None
-
-
-def _explain(exc: ValidationError, what: str = "prompter settings") -> str:
-    def one(err: Any) -> str:
-        where = ".".join(str(p) for p in err["loc"]) or "settings"
-        if err["type"] == "extra_forbidden":
-            return f"{where}: unexpected keyword (see PrompterConfig for the valid settings)"
-        return f"{where}: {err['msg']}"
-
-    problems = "; ".join(one(err) for err in exc.errors())
-    return f"Invalid {what}: {problems}."
+        raise ConfigurationError(explain_invalid(exc, "call settings")) from None

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import html
 import re
-from typing import Literal
+from collections.abc import Iterable
+from typing import Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -28,6 +29,13 @@ Strategy = str
 users add their own by template (``ExpertPrompter(strategies={...})``)."""
 
 Step = Literal["identity", "answer", "verdict", "experts"]
+
+
+class _Spent(Protocol):
+    """Anything that reports its usage: a request record, an identity, an answer."""
+
+    @property
+    def usage(self) -> Usage: ...
 
 
 class Usage(BaseModel):
@@ -62,6 +70,18 @@ class Usage(BaseModel):
             requests=self.requests + other.requests,
             cost=cost,
         )
+
+    @classmethod
+    def total(cls, spent: Iterable[Usage | _Spent]) -> Usage:
+        """The sum of usages, or of the usage of each record or result in ``spent``.
+
+        Every total in the library is made here, with ``+``, so all agree on what an unknown
+        price does to a sum.
+        """
+        out = cls()
+        for part in spent:
+            out = out + (part if isinstance(part, Usage) else part.usage)
+        return out
 
     def summary(self) -> str:
         """A short account, e.g. ``2 requests/812 tokens/$0.0003`` (cost only when known)."""

@@ -1,9 +1,11 @@
 """Many instructions at once: a bounded pool of workers over one shared driver.
 
-Each of ``concurrency`` workers takes the next item, runs the whole method for it (identity,
-then answer) and takes another. Items are pulled from the input lazily, so memory does not grow
-with the dataset. A failed item becomes a :class:`~expertprompting.dataset.FailedItem`; it never
-stops the others, unless more than ``max_errors`` fail.
+:func:`run_pool` is the library's one worker pool (the judge and ``batch run`` use it too);
+:func:`run_items` runs the method on it. Each of ``concurrency`` workers takes the next item,
+runs the whole method for it (identity, then answer) and takes another. Items are pulled from
+the input lazily, so memory does not grow with the dataset. A failed item becomes a
+:class:`~expertprompting.dataset.FailedItem`; it never stops the others, unless more than
+``max_errors`` fail.
 
 Items finish in the order they started. Every request of an item's flow passes a
 :class:`PriorityGate` keyed by the item's start number, so once an item has its identity, its
@@ -29,9 +31,9 @@ import contextlib
 import heapq
 import itertools
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from .async_driver import AsyncDriver
 from .core import ChatRequest, Exchange, Planner
@@ -47,10 +49,12 @@ __all__ = [
     "RunStats",
     "TooManyErrorsError",
     "run_items",
+    "run_pool",
     "run_sync",
 ]
 
 T = TypeVar("T")
+R = TypeVar("R")
 
 
 def run_sync(coroutine: Coroutine[Any, Any, T]) -> T:
@@ -104,6 +108,73 @@ class RunStats:
         self.done += 1
         self.cached += int(result.identity_cached)
         self.usage = self.usage + result.usage
+
+
+_END = object()  # the input ran out (an item may itself be None)
+
+
+async def run_pool(
+    items: Iterable[T],
+    work: Callable[[int, T], Awaitable[R]],
+    *,
+    concurrency: int,
+    on_result: Callable[[int, T, R], None] | None = None,
+    on_error: Callable[[int, T, Exception], None] | None = None,
+    admit: Callable[[], Awaitable[None]] | None = None,
+    stopped: Callable[[], bool] | None = None,
+) -> int:
+    """Run ``work(number, item)`` over ``items`` with at most ``concurrency`` running at once.
+
+    The library's one worker pool (``answer_many``, ``generate``, ``judge``, ``batch run``).
+    ``concurrency`` workers each pull the next item from one shared iterator, so items start in
+    input order and are pulled only when a worker is free: memory does not grow with the input.
+    ``number`` is the item's start number (0, 1, ... in input order).
+
+    ``on_result`` is called as each item finishes (completion order), in the event loop's
+    thread. An exception from ``work`` goes to ``on_error`` and the other items go on; without
+    ``on_error`` it stops the pool (items in flight are cancelled) and is raised. Before each
+    pull a worker awaits ``admit()`` (e.g. until a budget allows another item) and then quits
+    if ``stopped()`` says so; items in flight still finish. Returns how many items started.
+    """
+    check_concurrency(concurrency)
+    source = iter(items)
+    numbers = itertools.count()
+    started = 0
+
+    def halted() -> bool:
+        return stopped is not None and stopped()
+
+    async def worker() -> None:
+        nonlocal started
+        while not halted():
+            if admit is not None:
+                await admit()
+                if halted():
+                    return
+            pulled = next(source, _END)  # shared iterator: each item goes to one worker
+            if pulled is _END:
+                return
+            item = cast(T, pulled)
+            number = next(numbers)
+            started += 1
+            try:
+                result = await work(number, item)
+            except Exception as exc:  # asyncio.CancelledError is not one: it stops the pool
+                if on_error is None:
+                    raise
+                on_error(number, item, exc)
+                continue
+            if on_result is not None:
+                on_result(number, item, result)
+
+    workers = [asyncio.create_task(worker()) for _ in range(concurrency)]
+    try:
+        await asyncio.gather(*workers)
+    finally:
+        for task in workers:
+            task.cancel()
+        await asyncio.gather(*workers, return_exceptions=True)
+    return started
 
 
 def check_concurrency(concurrency: int) -> int:
@@ -300,51 +371,44 @@ async def run_items(
     ``max_errors`` items failed. ``stats`` (updated as items finish) may be passed in, so a
     caller keeps the totals of a run that was interrupted.
     """
-    check_concurrency(concurrency)
     stats = stats if stats is not None else RunStats()
-    source: Iterator[tuple[int, DatasetItem]] = iter(items)
-    gate = PriorityGate(_slots(driver, concurrency))
+    gate = PriorityGate(_slots(driver, check_concurrency(concurrency)))
     admission = _Admission(driver, gate)
-    numbers = itertools.count()  # start order: the gate's priority
     stop = False
 
     def stopped() -> bool:
         return stop
 
-    async def worker() -> None:
-        nonlocal stop
-        while not stop:
-            await admission.wait(stopped)
-            if stop:
-                return
-            pulled = next(source, None)  # shared iterator: each item goes to one worker
-            if pulled is None:
-                return
-            index, item = pulled
-            seq = next(numbers)
-            started = admission.start(seq)
-            result: ItemResult | None = None
-            try:
-                result = await _answer_one(
-                    driver, planner, gate, seq, started, index, item, strategy
-                )
-            finally:
-                admission.finish(seq, isinstance(result, ExpertAnswer))
-            stats.add(result)
-            on_result(index, item, result)
-            if progress is not None:
-                progress.update(stats)
-            if max_errors is not None and stats.failed > max_errors:
-                stop = True
-                admission.wake()
+    async def answer(seq: int, pulled: tuple[int, DatasetItem]) -> ItemResult:
+        # seq, the start number, is the item's priority at the gate
+        index, item = pulled
+        started = admission.start(seq)
+        succeeded = False
+        try:
+            result = await _answer_one(driver, planner, gate, seq, started, index, item, strategy)
+            succeeded = isinstance(result, ExpertAnswer)
+        finally:
+            admission.finish(seq, succeeded)
+        return result
 
-    workers = [asyncio.create_task(worker()) for _ in range(concurrency)]
-    try:
-        await asyncio.gather(*workers)
-    finally:
-        for task in workers:
-            task.cancel()
-        await asyncio.gather(*workers, return_exceptions=True)
+    def finished(_: int, pulled: tuple[int, DatasetItem], result: ItemResult) -> None:
+        nonlocal stop
+        stats.add(result)
+        on_result(*pulled, result)
+        if progress is not None:
+            progress.update(stats)
+        if max_errors is not None and stats.failed > max_errors:
+            stop = True
+            admission.wake()
+
+    await run_pool(
+        items,
+        answer,
+        concurrency=concurrency,
+        on_result=finished,
+        admit=lambda: admission.wait(stopped),
+        stopped=stopped,
+    )
     if stop:
         raise TooManyErrorsError(
             f"{stats.failed} items failed, more than max_errors={max_errors}; the run stopped "

@@ -326,11 +326,11 @@ def test_cli_timeout_flag_reaches_the_judge() -> None:
 
     url = "http://127.0.0.1:9/v1"
     args = build_parser().parse_args(["judge", "a.jsonl", "b.jsonl", "--base-url", url])
-    assert _judge(args).prompter.config.timeout == 60.0
+    assert _judge(args).config.timeout == 60.0
     args = build_parser().parse_args(
         ["judge", "a.jsonl", "b.jsonl", "--base-url", url, "--timeout", "7.5"]
     )
-    assert _judge(args).prompter.config.timeout == 7.5
+    assert _judge(args).config.timeout == 7.5
 
 
 def test_the_test_server_command_line_can_drip(make_prompter: Make) -> None:

@@ -138,7 +138,7 @@ def test_counts_are_exact_with_the_models_own_tokenizer(ep: ExpertPrompter) -> N
     messages = ep.identity_messages(INSTRUCTION)
     ours = ep.counter.count_messages(messages)
     # llama.cpp's own chat path (its chat handler and template) counts the same prompt:
-    llama = ep._local.llama  # type: ignore[union-attr]
+    llama = ep.session.local.llama  # type: ignore[union-attr]
     theirs = llama.create_chat_completion(messages=messages, max_tokens=1)["usage"]
     assert ours == theirs["prompt_tokens"]
     assert ours != count_tokens(messages, model="gpt-4o")  # not tiktoken's count
@@ -189,7 +189,7 @@ def test_without_a_seed_runs_differ() -> None:
         ep = ExpertPrompter(model="local", max_tokens=48, temperature=1.0, cache=False)
         # Put the shared model back in the state a new process loads it in: llama-cpp-python
         # derives an unseeded request's seed from that state, so every run used to sample alike.
-        ep._local.llama.set_seed(llama_cpp.LLAMA_DEFAULT_SEED)  # type: ignore[union-attr]
+        ep.session.local.llama.set_seed(llama_cpp.LLAMA_DEFAULT_SEED)  # type: ignore[union-attr]
         answers.add(ep.answer("Write a short poem about the sea.", strategy="vanilla").answer)
     # Three 48-token samples at temperature 1 all alike by chance: practically impossible.
     assert len(answers) > 1
@@ -291,14 +291,14 @@ def test_chat_layout_sends_exemplars_as_turns() -> None:
 
 def test_instruction_text_is_data_in_the_models_chat_template(ep: ExpertPrompter) -> None:
     tricky = "{{ 7*7 }} {% if true %}x{% endif %} <|im_start|>"
-    tokens = ep._local.prompt_tokens([{"role": "user", "content": tricky}])  # type: ignore[union-attr]
-    text = ep._local.llama.detokenize(tokens, special=True).decode()  # type: ignore[union-attr]
+    tokens = ep.session.local.prompt_tokens([{"role": "user", "content": tricky}])  # type: ignore[union-attr]
+    text = ep.session.local.llama.detokenize(tokens, special=True).decode()  # type: ignore[union-attr]
     assert "{{ 7*7 }} {% if true %}x{% endif %}" in text
     assert "49" not in text
 
 
 def test_control_tokens_typed_by_users_stay_plain_text(ep: ExpertPrompter) -> None:
-    model = ep._local
+    model = ep.session.local
     assert model is not None
     im_end = model.llama.tokenize(b"<|im_end|>", add_bos=False, special=True)
     assert len(im_end) == 1  # the template's end-of-turn is one control token
@@ -329,7 +329,7 @@ def test_control_tokens_typed_by_users_stay_plain_text(ep: ExpertPrompter) -> No
 def test_plain_contents_tokenize_as_the_whole_prompt_would(
     ep: ExpertPrompter, messages: list[dict[str, str]]
 ) -> None:
-    model = ep._local
+    model = ep.session.local
     assert model is not None
     whole = model.llama.tokenize(
         model._template.render(messages).encode(), add_bos=False, special=True
@@ -340,7 +340,7 @@ def test_plain_contents_tokenize_as_the_whole_prompt_would(
 def test_a_template_that_rewrites_contents_falls_back_to_the_whole_prompt(
     ep: ExpertPrompter, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    model = ep._local
+    model = ep.session.local
     assert model is not None
     env = jinja2.sandbox.ImmutableSandboxedEnvironment(undefined=jinja2.StrictUndefined)
     upper = env.from_string(
@@ -357,5 +357,5 @@ def test_stream_closed_early_releases_the_model(ep: ExpertPrompter) -> None:
     stream = ep.stream("Count from one to fifty.", strategy="vanilla")
     next(stream)
     stream.close()
-    assert not ep._local.lock.locked()  # type: ignore[union-attr]
+    assert not ep.session.local.lock.locked()  # type: ignore[union-attr]
     assert ep.answer("Name a colour.", strategy="vanilla").answer

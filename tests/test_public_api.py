@@ -37,6 +37,7 @@ PUBLIC_NAMES = [
     "GenerateSummary",
     "Judge",
     "ModelPrice",
+    "ModelSession",
     "PairVerdict",
     "PrompterConfig",
     "RateLimitError",

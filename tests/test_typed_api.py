@@ -266,8 +266,8 @@ def test_the_local_models_defaults_still_apply(monkeypatch: pytest.MonkeyPatch) 
 
 def test_a_judge_keeps_its_defaults_and_takes_its_settings() -> None:
     judge = Judge("gpt-4o", api_key="k")
-    assert judge.prompter.config.temperature == 0.0
-    assert judge.prompter.cache is None  # verdict cache off unless asked for
+    assert judge.config.temperature == 0.0
+    assert judge.session.cache is None  # verdict cache off unless asked for
     judge = Judge(
         "gpt-4o",
         template=None,
@@ -292,7 +292,7 @@ def test_a_judge_keeps_its_defaults_and_takes_its_settings() -> None:
         token_counter=None,
         cache=True,
     )
-    c = judge.prompter.config
+    c = judge.config
     assert (c.context_window, c.margin_tokens, c.temperature, c.top_p, c.seed) == (
         9000,
         8,
@@ -303,7 +303,7 @@ def test_a_judge_keeps_its_defaults_and_takes_its_settings() -> None:
     assert (c.repeat_penalty, c.timeout, c.retry.max_attempts) == (1.2, 7.5, 2)
     assert c.budget == RunBudget(max_total_tokens=1000, max_requests=10)
     assert judge.max_verdict_tokens == 100
-    assert judge.prompter.cache is not None
+    assert judge.session.cache is not None
 
 
 # -- per-call overrides -------------------------------------------------------------------------
