@@ -14,33 +14,43 @@ imports, ``_EXPORTS`` and ``__all__`` in step.
 from __future__ import annotations
 
 import importlib
-import sys
-import types
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .compare import CompareResult, compare
-    from .config import ModelPrice, PrompterConfig, RetryPolicy, RunBudget
-    from .dataset import DatasetItem, FailedItem
-    from .errors import (
+    from ._datasets.generate import GenerateSummary, agenerate, generate
+    from ._datasets.items import DatasetItem, FailedItem, read_items
+    from ._datasets.pool import ItemResult, TooManyErrorsError
+    from ._evaluation.compare import CompareResult, compare
+    from ._evaluation.judge import Judge
+    from ._evaluation.report import ComparisonReport
+    from ._evaluation.verdicts import PairVerdict, Verdict
+    from ._io.cache import CacheWarning, IdentityCache
+    from ._io.session import ModelSession
+    from ._method.config import ModelPrice, PrompterConfig, RetryPolicy, RunBudget
+    from ._method.errors import (
         BudgetExceededError,
         ConfigurationError,
         ExpertPromptingError,
+        ExpertPromptingWarning,
         RateLimitError,
         RequestError,
         ResponseError,
         RetryError,
         TemplateError,
         TokenBudgetError,
+        UnknownModelWarning,
     )
-    from .exemplars import Exemplar, default_exemplars, load_exemplars
-    from .generate import GenerateSummary
-    from .judge import ComparisonReport, Judge, PairVerdict, Verdict
-    from .prompter import AnswerStream, AsyncAnswerStream, ExpertPrompter
-    from .results import ExpertAnswer, ExpertIdentity, RequestRecord, Strategy, Usage
-    from .runner import TooManyErrorsError
-    from .session import ModelSession
-    from .tokens import TiktokenCounter, TokenCounter, count_tokens
+    from ._method.exemplars import Exemplar, default_exemplars, load_exemplars
+    from ._method.results import (
+        ExpertAnswer,
+        ExpertIdentity,
+        ExpertView,
+        RequestRecord,
+        Strategy,
+        Usage,
+    )
+    from ._method.tokens import TiktokenCounter, TokenCounter, count_tokens
+    from ._prompter import AnswerStream, AsyncAnswerStream, ExpertPrompter
 
 __version__ = "0.1.0"
 
@@ -48,6 +58,7 @@ __all__ = [
     "AnswerStream",
     "AsyncAnswerStream",
     "BudgetExceededError",
+    "CacheWarning",
     "CompareResult",
     "ComparisonReport",
     "ConfigurationError",
@@ -57,8 +68,12 @@ __all__ = [
     "ExpertIdentity",
     "ExpertPrompter",
     "ExpertPromptingError",
+    "ExpertPromptingWarning",
+    "ExpertView",
     "FailedItem",
     "GenerateSummary",
+    "IdentityCache",
+    "ItemResult",
     "Judge",
     "ModelPrice",
     "ModelSession",
@@ -77,55 +92,68 @@ __all__ = [
     "TokenBudgetError",
     "TokenCounter",
     "TooManyErrorsError",
+    "UnknownModelWarning",
     "Usage",
     "Verdict",
     "__version__",
+    "agenerate",
     "compare",
     "count_tokens",
     "default_exemplars",
+    "generate",
     "load_exemplars",
+    "read_items",
 ]
 
 # Public name -> the submodule that defines it (its home module).
 _EXPORTS: dict[str, str] = {
-    "AnswerStream": "prompter",
-    "AsyncAnswerStream": "prompter",
-    "BudgetExceededError": "errors",
-    "CompareResult": "compare",
-    "ComparisonReport": "judge",
-    "ConfigurationError": "errors",
-    "DatasetItem": "dataset",
-    "Exemplar": "exemplars",
-    "ExpertAnswer": "results",
-    "ExpertIdentity": "results",
-    "ExpertPrompter": "prompter",
-    "ExpertPromptingError": "errors",
-    "FailedItem": "dataset",
-    "GenerateSummary": "generate",
-    "Judge": "judge",
-    "ModelPrice": "config",
-    "ModelSession": "session",
-    "PairVerdict": "judge",
-    "PrompterConfig": "config",
-    "RateLimitError": "errors",
-    "RequestError": "errors",
-    "RequestRecord": "results",
-    "ResponseError": "errors",
-    "RetryError": "errors",
-    "RetryPolicy": "config",
-    "RunBudget": "config",
-    "Strategy": "results",
-    "TemplateError": "errors",
-    "TiktokenCounter": "tokens",
-    "TokenBudgetError": "errors",
-    "TokenCounter": "tokens",
-    "TooManyErrorsError": "runner",
-    "Usage": "results",
-    "Verdict": "judge",
-    "compare": "compare",
-    "count_tokens": "tokens",
-    "default_exemplars": "exemplars",
-    "load_exemplars": "exemplars",
+    "AnswerStream": "_prompter",
+    "AsyncAnswerStream": "_prompter",
+    "BudgetExceededError": "_method.errors",
+    "CacheWarning": "_io.cache",
+    "CompareResult": "_evaluation.compare",
+    "ComparisonReport": "_evaluation.report",
+    "ConfigurationError": "_method.errors",
+    "DatasetItem": "_datasets.items",
+    "Exemplar": "_method.exemplars",
+    "ExpertAnswer": "_method.results",
+    "ExpertIdentity": "_method.results",
+    "ExpertPrompter": "_prompter",
+    "ExpertPromptingError": "_method.errors",
+    "ExpertPromptingWarning": "_method.errors",
+    "ExpertView": "_method.results",
+    "FailedItem": "_datasets.items",
+    "GenerateSummary": "_datasets.generate",
+    "IdentityCache": "_io.cache",
+    "ItemResult": "_datasets.pool",
+    "Judge": "_evaluation.judge",
+    "ModelPrice": "_method.config",
+    "ModelSession": "_io.session",
+    "PairVerdict": "_evaluation.verdicts",
+    "PrompterConfig": "_method.config",
+    "RateLimitError": "_method.errors",
+    "RequestError": "_method.errors",
+    "RequestRecord": "_method.results",
+    "ResponseError": "_method.errors",
+    "RetryError": "_method.errors",
+    "RetryPolicy": "_method.config",
+    "RunBudget": "_method.config",
+    "Strategy": "_method.results",
+    "TemplateError": "_method.errors",
+    "TiktokenCounter": "_method.tokens",
+    "TokenBudgetError": "_method.errors",
+    "TokenCounter": "_method.tokens",
+    "TooManyErrorsError": "_datasets.pool",
+    "UnknownModelWarning": "_method.errors",
+    "Usage": "_method.results",
+    "Verdict": "_evaluation.verdicts",
+    "agenerate": "_datasets.generate",
+    "compare": "_evaluation.compare",
+    "count_tokens": "_method.tokens",
+    "default_exemplars": "_method.exemplars",
+    "generate": "_datasets.generate",
+    "load_exemplars": "_method.exemplars",
+    "read_items": "_datasets.items",
 }
 
 
@@ -145,22 +173,3 @@ if not TYPE_CHECKING:
 def __dir__() -> list[str]:
     # What completion offers: the public names (loaded or not), not this file's helpers.
     return sorted(set(__all__) | {name for name in globals() if name.startswith("__")})
-
-
-class _Package(types.ModuleType):
-    """The package's module type: keeps the function ``compare`` when its submodule loads.
-
-    The import system binds every submodule it loads as an attribute of the package, and the
-    submodule ``compare`` shares its name with the public function it defines. Imported eagerly,
-    the function was bound after the submodule and won; imported lazily, the submodule could load
-    at any time and hide the function, so that binding is refused (the submodule stays reachable
-    through ``sys.modules`` and ``from expertprompting.compare import ...``).
-    """
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        if isinstance(value, types.ModuleType) and _EXPORTS.get(name) == name:
-            return
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package

@@ -35,7 +35,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any, Literal, cast
 
-from .tokens import DEFAULT_ENCODING, TiktokenCounter, get_encoding, known_encoding_name
+from ._method.tokens import DEFAULT_ENCODING, TiktokenCounter, get_encoding, known_encoding_name
 
 __all__ = ["FakeOpenAIServer", "RecordedRequest", "Reply"]
 

@@ -1,6 +1,6 @@
 """Runs ``llama_cpp.server`` (same arguments) with the library's crash-safe ``Llama`` class.
 
-llama.cpp's AMX kernels crash on some machines (see ``expertprompting.local.llama_class``);
+llama.cpp's AMX kernels crash on some machines (see ``expertprompting._io.local.llama_class``);
 the server builds its models with ``llama_cpp.Llama``, so that name is replaced in this
 process only, before the server's own ``__main__`` runs.
 """
@@ -11,7 +11,7 @@ import runpy
 
 import llama_cpp
 
-from expertprompting.local import llama_class
+from expertprompting._io.local import llama_class
 
 if __name__ == "__main__":
     llama_cpp.Llama = llama_class(llama_cpp)  # type: ignore[misc]

@@ -10,11 +10,12 @@ from typing import Any
 import pytest
 
 from expertprompting import ExpertPrompter
-from expertprompting import dataset as dataset_module
-from expertprompting.batch import BATCH_PRICE_FACTOR, assemble
-from expertprompting.core import Exchange, answer_flow, assemble_answer, parse_completion
-from expertprompting.dataset import DatasetItem
-from expertprompting.results import ExpertAnswer, ExpertIdentity, RequestRecord, Usage
+from expertprompting._datasets import items as dataset_module
+from expertprompting._datasets.batch import BATCH_PRICE_FACTOR, assemble
+from expertprompting._datasets.items import DatasetItem
+from expertprompting._method.flows import answer_flow, assemble_answer
+from expertprompting._method.results import ExpertAnswer, ExpertIdentity, RequestRecord, Usage
+from expertprompting._method.wire import Exchange, parse_completion
 
 Make = Callable[..., ExpertPrompter]
 

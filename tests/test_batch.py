@@ -11,7 +11,7 @@ import openai
 import pytest
 
 from expertprompting import ExpertPrompter
-from expertprompting.batch import (
+from expertprompting._datasets.batch import (
     BATCH_ENDPOINT,
     assemble,
     download,
@@ -22,7 +22,7 @@ from expertprompting.batch import (
     write_answer_requests,
     write_identity_requests,
 )
-from expertprompting.errors import ConfigurationError
+from expertprompting._method.errors import ConfigurationError
 from expertprompting.testing import FakeOpenAIServer, RecordedRequest, Reply
 
 Make = Callable[..., ExpertPrompter]

@@ -11,11 +11,11 @@ import openai
 import pytest
 
 from expertprompting import RetryPolicy
-from expertprompting import batch as batch_module
-from expertprompting.batch import BATCH_ENDPOINT, read_results, run_requests, status
+from expertprompting._datasets import batch as batch_module
+from expertprompting._datasets.batch import BATCH_ENDPOINT, read_results, run_requests, status
+from expertprompting._io.ratelimit import Permit, RateLimiter
+from expertprompting._method.errors import ConfigurationError, RequestError, RetryError
 from expertprompting.cli import main
-from expertprompting.errors import ConfigurationError, RequestError, RetryError
-from expertprompting.ratelimit import Permit, RateLimiter
 from expertprompting.testing import FakeOpenAIServer, Reply
 
 FAST = RetryPolicy(max_attempts=3, initial_delay=0.01, max_delay=0.05)

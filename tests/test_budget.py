@@ -8,8 +8,9 @@ from typing import Any
 import pytest
 
 from expertprompting import BudgetExceededError, ModelPrice, RunBudget, TokenBudgetError
-from expertprompting.budget import BudgetLedger, plan_max_tokens
-from expertprompting.model_table import ModelInfo, lookup_model
+from expertprompting._io.budget import BudgetLedger
+from expertprompting._method.model_table import ModelInfo, lookup_model
+from expertprompting._method.planner import plan_max_tokens
 
 
 def test_plan_is_min_of_cap_and_room() -> None:

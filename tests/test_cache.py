@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from expertprompting import Exemplar
-from expertprompting.cache import (
+from expertprompting._io.cache import (
     CachedIdentity,
     CacheWarning,
     IdentityCache,
@@ -21,8 +21,8 @@ from expertprompting.cache import (
     request_cache_key,
     resolve_cache,
 )
-from expertprompting.core import ChatRequest
-from expertprompting.errors import ConfigurationError
+from expertprompting._method.errors import ConfigurationError
+from expertprompting._method.wire import ChatRequest
 
 
 def _request(**changes: object) -> ChatRequest:
@@ -154,7 +154,7 @@ def test_another_process_sees_the_writes(tmp_path: Path) -> None:
         cache.put("from-parent", _value("parent"))
         script = (
             "import sys\n"
-            "from expertprompting.cache import SQLiteCache, CachedIdentity\n"
+            "from expertprompting._io.cache import SQLiteCache, CachedIdentity\n"
             "c = SQLiteCache(sys.argv[1])\n"
             "assert c.get('from-parent').description == 'parent'\n"
             "c.put('from-child', CachedIdentity(description='child', model='m'))\n"

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from expertprompting import ExpertAnswer, ExpertPrompter
-from expertprompting.cache import CachedIdentity, CacheWarning, SQLiteCache
+from expertprompting._io.cache import CachedIdentity, CacheWarning, SQLiteCache
 from expertprompting.testing import FakeOpenAIServer, RecordedRequest, Reply
 
 EXE = str(Path(sys.executable).with_name("expertprompting"))

@@ -30,9 +30,9 @@ from expertprompting import (
     RetryPolicy,
     Usage,
 )
+from expertprompting._io.local import local_backend_available
+from expertprompting._method.errors import UnknownModelWarning
 from expertprompting.cli import DEFAULT_OPENAI_MODEL, LOCAL_NOTE, build_parser, for_cli, main
-from expertprompting.errors import UnknownModelWarning
-from expertprompting.local import local_backend_available
 from expertprompting.testing import FakeOpenAIServer, Reply
 
 EXE = str(Path(sys.executable).with_name("expertprompting"))

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from expertprompting import ExpertPrompter
-from expertprompting.compare import compare
-from expertprompting.errors import ConfigurationError
-from expertprompting.judge import Judge
+from expertprompting._evaluation.compare import compare
+from expertprompting._evaluation.judge import Judge
+from expertprompting._method.errors import ConfigurationError
 from expertprompting.testing import FakeOpenAIServer, RecordedRequest, Reply
 
 EXE = str(Path(sys.executable).with_name("expertprompting"))

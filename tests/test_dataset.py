@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel
 
-from expertprompting.dataset import (
+from expertprompting._datasets.items import (
     DatasetItem,
     InputProblem,
     ResultWriter,
@@ -18,7 +18,7 @@ from expertprompting.dataset import (
     read_items,
     repair_jsonl,
 )
-from expertprompting.errors import ConfigurationError
+from expertprompting._method.errors import ConfigurationError
 
 
 class Question(BaseModel):

@@ -24,9 +24,9 @@ from expertprompting import (
     RetryError,
     RetryPolicy,
 )
-from expertprompting.config import Deadlines, PrompterConfig
+from expertprompting._io.transport import DeadlineExceeded, OpenAITransport
+from expertprompting._method.config import Deadlines, PrompterConfig
 from expertprompting.testing import FakeOpenAIServer, Reply
-from expertprompting.transport import DeadlineExceeded, OpenAITransport
 
 Make = Callable[..., ExpertPrompter]
 

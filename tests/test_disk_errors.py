@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
+from expertprompting._method.errors import ConfigurationError, ExpertPromptingError
 from expertprompting.cli import main
-from expertprompting.errors import ConfigurationError, ExpertPromptingError
 from expertprompting.testing import FakeOpenAIServer, Reply
 
 EXE = str(Path(sys.executable).with_name("expertprompting"))

@@ -23,14 +23,8 @@ from typing import Any
 import openai
 import pytest
 
-from expertprompting import (
-    BudgetExceededError,
-    ExpertAnswer,
-    ExpertIdentity,
-    ExpertPrompter,
-    Usage,
-)
-from expertprompting.cache import MemoryCache, SQLiteCache, TieredCache
+from expertprompting import BudgetExceededError, ExpertAnswer, ExpertIdentity, ExpertPrompter, Usage
+from expertprompting._io.cache import MemoryCache, SQLiteCache, TieredCache
 from expertprompting.testing import FakeOpenAIServer, RecordedRequest, Reply
 
 Make = Callable[..., ExpertPrompter]

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from expertprompting import Exemplar, default_exemplars, load_exemplars
-from expertprompting.errors import ConfigurationError
-from expertprompting.exemplars import ExemplarIndex, select_exemplars
+from expertprompting._method.errors import ConfigurationError
+from expertprompting._method.exemplars import ExemplarIndex, select_exemplars
 
 
 def test_default_pool_is_ours_and_varied() -> None:

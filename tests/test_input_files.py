@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from expertprompting import ExpertPrompter
-from expertprompting.dataset import DatasetItem, InputProblem, read_items
-from expertprompting.errors import ConfigurationError
+from expertprompting._datasets.items import DatasetItem, InputProblem, read_items
+from expertprompting._method.errors import ConfigurationError
 from expertprompting.testing import FakeOpenAIServer, RecordedRequest, Reply
 
 EXE = str(Path(sys.executable).with_name("expertprompting"))

@@ -7,16 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from expertprompting.errors import ConfigurationError, TemplateError
-from expertprompting.judge import (
-    Judge,
-    PairVerdict,
-    Verdict,
-    build_report,
-    match_rows,
-    parse_verdict,
-    score_pair,
-)
+from expertprompting._evaluation.judge import Judge, match_rows
+from expertprompting._evaluation.report import build_report
+from expertprompting._evaluation.verdicts import PairVerdict, Verdict, parse_verdict, score_pair
+from expertprompting._method.errors import ConfigurationError, TemplateError
 from expertprompting.testing import FakeOpenAIServer, RecordedRequest, Reply
 
 

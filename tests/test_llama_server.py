@@ -19,9 +19,9 @@ from typing import Any
 import pytest
 
 from expertprompting import ExpertPrompter, TokenBudgetError
-from expertprompting.core import ChatRequest
-from expertprompting.local import LlamaCounter, LocalModel, bundled_model_path
-from expertprompting.transport import OpenAITransport
+from expertprompting._io.local import LlamaCounter, LocalModel, bundled_model_path
+from expertprompting._io.transport import OpenAITransport
+from expertprompting._method.wire import ChatRequest
 
 CONTEXT = 4096
 # A real model on 2 cores: minutes, not the default two.

@@ -21,9 +21,8 @@ from expertprompting import (
     TokenBudgetError,
     count_tokens,
 )
-from expertprompting import local as local_module
-from expertprompting.core import ChatRequest
-from expertprompting.local import (
+from expertprompting._io import local as local_module
+from expertprompting._io.local import (
     BUNDLED_MODEL_FILE,
     LocalModel,
     bundled_model_path,
@@ -31,6 +30,7 @@ from expertprompting.local import (
     local_backend_available,
     resolve_model_path,
 )
+from expertprompting._method.wire import ChatRequest
 
 # A real model on 2 cores: minutes, not the default two.
 pytestmark = [pytest.mark.local_model, pytest.mark.timeout(900)]

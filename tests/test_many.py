@@ -13,9 +13,9 @@ import pytest
 from pydantic import BaseModel
 
 from expertprompting import ExpertAnswer, ExpertPrompter, count_tokens
-from expertprompting.dataset import FailedItem, content_id
-from expertprompting.ratelimit import Permit, RateLimiter
-from expertprompting.runner import TooManyErrorsError
+from expertprompting._datasets.items import FailedItem, content_id
+from expertprompting._datasets.pool import TooManyErrorsError
+from expertprompting._io.ratelimit import Permit, RateLimiter
 from expertprompting.testing import FakeOpenAIServer, RecordedRequest, Reply
 
 Make = Callable[..., ExpertPrompter]

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from expertprompting._datasets.items import ResultWriter, repair_jsonl
+from expertprompting._method.errors import ConfigurationError
 from expertprompting.cli import main
-from expertprompting.dataset import ResultWriter, repair_jsonl
-from expertprompting.errors import ConfigurationError
 from expertprompting.testing import FakeOpenAIServer, RecordedRequest, Reply
 
 EXE = str(Path(sys.executable).with_name("expertprompting"))
@@ -304,7 +304,7 @@ def test_errors_file_not_written_by_us_is_refused(
 
 
 def test_repair_cuts_only_a_torn_row_of_ours(tmp_path: Path) -> None:
-    from expertprompting._outputs import OUTPUT_ROWS
+    from expertprompting._datasets.outputs import OUTPUT_ROWS
 
     path = tmp_path / "x.jsonl"
     for content in FOREIGN.values():

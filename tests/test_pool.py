@@ -12,9 +12,10 @@ from typing import Any
 
 import pytest
 
-from expertprompting.errors import ConfigurationError
-from expertprompting.judge import Judge, PairVerdict
-from expertprompting.runner import run_pool
+from expertprompting._datasets.pool import run_pool
+from expertprompting._evaluation.judge import Judge
+from expertprompting._evaluation.verdicts import PairVerdict
+from expertprompting._method.errors import ConfigurationError
 from expertprompting.testing import FakeOpenAIServer, RecordedRequest, Reply
 
 

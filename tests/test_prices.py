@@ -11,7 +11,7 @@ import openai
 import pytest
 
 from expertprompting import ConfigurationError, ExpertPrompter, ModelPrice
-from expertprompting.batch import (
+from expertprompting._datasets.batch import (
     BATCH_PRICE_FACTOR,
     assemble,
     download,
@@ -20,7 +20,7 @@ from expertprompting.batch import (
     write_answer_requests,
     write_identity_requests,
 )
-from expertprompting.model_table import lookup_model
+from expertprompting._method.model_table import lookup_model
 from expertprompting.testing import FakeOpenAIServer, RecordedRequest, Reply
 
 Make = Callable[..., ExpertPrompter]

@@ -506,9 +506,9 @@ def test_chat_layout_over_http(server: FakeOpenAIServer, make_prompter: Make) ->
 def test_exemplar_choice_stays_within_budget_when_the_estimate_is_wrong(
     server: FakeOpenAIServer, make_prompter: Make, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from expertprompting import core
+    from expertprompting._method import planner
 
-    monkeypatch.setattr(core, "_SEAM_SLACK", -150)  # a badly optimistic estimate
+    monkeypatch.setattr(planner, "_SEAM_SLACK", -150)  # a badly optimistic estimate
     ep = make_prompter(identity_prompt_budget=500)
     messages = ep.identity_messages(INSTRUCTION)
     assert count_tokens(messages, model="gpt-4o-mini") <= 500

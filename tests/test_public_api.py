@@ -24,6 +24,7 @@ PUBLIC_NAMES = [
     "AnswerStream",
     "AsyncAnswerStream",
     "BudgetExceededError",
+    "CacheWarning",
     "CompareResult",
     "ComparisonReport",
     "ConfigurationError",
@@ -33,8 +34,12 @@ PUBLIC_NAMES = [
     "ExpertIdentity",
     "ExpertPrompter",
     "ExpertPromptingError",
+    "ExpertPromptingWarning",
+    "ExpertView",
     "FailedItem",
     "GenerateSummary",
+    "IdentityCache",
+    "ItemResult",
     "Judge",
     "ModelPrice",
     "ModelSession",
@@ -53,13 +58,17 @@ PUBLIC_NAMES = [
     "TokenBudgetError",
     "TokenCounter",
     "TooManyErrorsError",
+    "UnknownModelWarning",
     "Usage",
     "Verdict",
     "__version__",
+    "agenerate",
     "compare",
     "count_tokens",
     "default_exemplars",
+    "generate",
     "load_exemplars",
+    "read_items",
 ]
 
 # Everything but the version string lives in a submodule.
@@ -71,7 +80,7 @@ if TYPE_CHECKING:
     # name would pass as Any, the ignore below would be unused, and --strict would fail).
     from typing_extensions import assert_type
 
-    from expertprompting.prompter import ExpertPrompter as HomeExpertPrompter
+    from expertprompting._prompter import ExpertPrompter as HomeExpertPrompter
 
     assert_type(expertprompting.ExpertPrompter, type[HomeExpertPrompter])
     expertprompting.NoSuchName  # type: ignore[attr-defined]  # noqa: B018
@@ -161,24 +170,28 @@ def test_star_import_and_each_name_in_a_fresh_interpreter() -> None:
     assert out.strip() == "ok"
 
 
-@pytest.mark.parametrize(
-    "first",
-    [
-        "import expertprompting.compare",
-        "from expertprompting.compare import CompareResult",
-        "from expertprompting import compare",
-    ],
-)
-def test_compare_stays_the_function_whatever_loads_first(first: str) -> None:
-    # ``compare`` names a submodule and the public function in it; loading the submodule must
-    # not replace the package's ``compare`` with the module.
+PUBLIC_MODULES = ["expertprompting.batch", "expertprompting.cli", "expertprompting.testing"]
+
+
+def test_every_other_module_is_private() -> None:
+    """Below the package, only the Batch API helpers, the CLI and the test server are public."""
+    package = Path(expertprompting.__file__).parent
+    public = set()
+    for path in package.rglob("*.py"):
+        parts = path.relative_to(package).with_suffix("").parts
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        if parts and not any(part.startswith("_") for part in parts):
+            public.add("expertprompting." + ".".join(parts))
+    assert sorted(public) == PUBLIC_MODULES
+
+
+def test_compare_is_the_function_whatever_loads_first() -> None:
     out = _fresh(
-        f"{first}\n"
-        "import sys, expertprompting\n"
+        "import expertprompting._evaluation.compare as home\n"
+        "import expertprompting\n"
         "from expertprompting import compare\n"
-        "home = sys.modules['expertprompting.compare']\n"
-        "assert compare is home.compare, compare\n"
-        "assert expertprompting.compare is home.compare, expertprompting.compare\n"
+        "assert compare is home.compare and expertprompting.compare is home.compare\n"
         "print(type(compare).__name__)\n"
     )
     assert out.strip() == "function"

@@ -7,8 +7,8 @@ import threading
 
 import pytest
 
-from expertprompting.errors import ConfigurationError
-from expertprompting.ratelimit import Permit, RateLimiter, TokenBucket
+from expertprompting._io.ratelimit import Permit, RateLimiter, TokenBucket
+from expertprompting._method.errors import ConfigurationError
 
 
 class Clock:

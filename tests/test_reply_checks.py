@@ -18,10 +18,10 @@ from expertprompting import (
     RetryPolicy,
     RunBudget,
 )
-from expertprompting.budget import BudgetLedger
-from expertprompting.core import ChatRequest, StreamAssembler, parse_completion
+from expertprompting._io.budget import BudgetLedger
+from expertprompting._method.tokens import TiktokenCounter
+from expertprompting._method.wire import ChatRequest, StreamAssembler, parse_completion
 from expertprompting.testing import FakeOpenAIServer, Reply
-from expertprompting.tokens import TiktokenCounter
 
 Make = Callable[..., ExpertPrompter]
 

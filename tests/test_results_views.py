@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from expertprompting import ExpertAnswer, ExpertIdentity, Usage
-from expertprompting.results import ExpertView, format_cost
+from expertprompting._method.results import ExpertView, format_cost
 
 LONG_ANSWER = "Tides are the rise and fall of the sea, caused by the pull of the Moon. " * 20
 LONG_IDENTITY = "You are an oceanographer who has measured tides on three continents. " * 5

@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 
 from expertprompting import ExpertPrompter, RetryPolicy
+from expertprompting._method.errors import ConfigurationError
+from expertprompting._method.exemplars import Exemplar
 from expertprompting.cli import main
-from expertprompting.errors import ConfigurationError
-from expertprompting.exemplars import Exemplar
 from expertprompting.testing import FakeOpenAIServer
 
 Make = Callable[..., ExpertPrompter]

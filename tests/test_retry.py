@@ -14,7 +14,7 @@ except ImportError:  # pragma: no cover - openai 1.x/2.x
     import httpx  # type: ignore[no-redef,import-not-found,unused-ignore]
 
 from expertprompting import RateLimitError, RequestError, ResponseError, RetryError, RetryPolicy
-from expertprompting.retry import (
+from expertprompting._io.retry import (
     _Wait,
     async_retrying,
     final_error,

@@ -27,7 +27,7 @@ ENV = {k: v for k, v in os.environ.items() if not k.startswith("OPENAI_")}
 HOLDER = """
 import sys, time
 from pathlib import Path
-from expertprompting._outputs import RunLock
+from expertprompting._datasets.outputs import RunLock
 lock = RunLock(Path(sys.argv[1]), "-o", Path(sys.argv[2]) if sys.argv[2] else None).acquire()
 print("held", flush=True)
 time.sleep(600)

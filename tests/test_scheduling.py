@@ -11,11 +11,11 @@ from typing import Any
 import pytest
 
 from expertprompting import ExpertAnswer, ExpertPrompter, RetryPolicy
-from expertprompting.async_driver import AsyncDriver
-from expertprompting.core import ChatRequest
-from expertprompting.dataset import DatasetItem, FailedItem, coerce_item
-from expertprompting.local import AsyncLocalTransport
-from expertprompting.runner import ItemResult, PriorityGate, run_items
+from expertprompting._datasets.items import DatasetItem, FailedItem, coerce_item
+from expertprompting._datasets.pool import ItemResult, PriorityGate, run_items
+from expertprompting._io.async_driver import AsyncDriver
+from expertprompting._io.local import AsyncLocalTransport
+from expertprompting._method.wire import ChatRequest
 from expertprompting.testing import FakeOpenAIServer, RecordedRequest, Reply
 
 Make = Callable[..., ExpertPrompter]

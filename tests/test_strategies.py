@@ -8,7 +8,7 @@ from collections.abc import Callable
 import pytest
 
 from expertprompting import ConfigurationError, ExpertPrompter, ResponseError, count_tokens
-from expertprompting.multi_expert import parse_aggregation, parse_experts
+from expertprompting._method.multi_expert import parse_aggregation, parse_experts
 from expertprompting.testing import FakeOpenAIServer, RecordedRequest, Reply
 
 Make = Callable[..., ExpertPrompter]

@@ -17,8 +17,9 @@ import jinja2
 import pytest
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from expertprompting import ExpertPrompter, TemplateError, templating
-from expertprompting.templating import (
+from expertprompting import ExpertPrompter, TemplateError
+from expertprompting._method import templating as templating
+from expertprompting._method.templating import (
     TEMPLATE_SIZE_LIMIT,
     TEMPLATE_TIME_LIMIT,
     TemplateKind,

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from expertprompting.errors import TemplateError
-from expertprompting.templating import load_template
+from expertprompting._method.errors import TemplateError
+from expertprompting._method.templating import load_template
 
 
 def test_builtin_identity_template_lays_out_exemplars_like_the_paper() -> None:

@@ -14,8 +14,8 @@ from typing import Any
 import openai
 import pytest
 
+from expertprompting._method.tokens import count_tokens
 from expertprompting.testing import FakeOpenAIServer, RecordedRequest, Reply
-from expertprompting.tokens import count_tokens
 
 MODEL = "gpt-4o-mini"
 USER: list[Any] = [{"role": "user", "content": "What is the boiling point of water at sea level?"}]

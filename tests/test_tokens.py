@@ -14,8 +14,8 @@ import tiktoken
 from tiktoken_ext import openai_public
 
 from expertprompting import count_tokens
-from expertprompting import tokens as tk
-from expertprompting.errors import ConfigurationError
+from expertprompting._method import tokens as tk
+from expertprompting._method.errors import ConfigurationError
 
 
 @pytest.fixture

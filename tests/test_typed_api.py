@@ -29,13 +29,13 @@ from expertprompting import (
     RunBudget,
     TiktokenCounter,
 )
-from expertprompting.cache import MemoryCache
-from expertprompting.config import CallOverrides, Deadlines
-from expertprompting.exemplars import default_exemplars
-from expertprompting.generate import agenerate, generate
-from expertprompting.local import LOCAL_DEFAULTS, LocalModel
+from expertprompting._datasets.generate import agenerate, generate
+from expertprompting._io.cache import MemoryCache
+from expertprompting._io.local import LOCAL_DEFAULTS, LocalModel
+from expertprompting._io.transport import DeadlineExceeded
+from expertprompting._method.config import CallOverrides, Deadlines
+from expertprompting._method.exemplars import default_exemplars
 from expertprompting.testing import FakeOpenAIServer, Reply
-from expertprompting.transport import DeadlineExceeded
 
 Make = Callable[..., ExpertPrompter]
 
@@ -126,7 +126,7 @@ def test_mypy_sees_the_keywords(tmp_path: Path) -> None:
     probe = tmp_path / "probe.py"
     probe.write_text(
         "from expertprompting import ExpertPrompter, Judge\n"
-        "from expertprompting.generate import generate\n"
+        "from expertprompting._datasets.generate import generate\n"
         "ep = ExpertPrompter('gpt-4o-mini', temprature=0.2)\n"
         "ep.answer('x', max_token=3)\n"
         "generate(ep, 'in.jsonl', 'out.jsonl', concurency=2)\n"

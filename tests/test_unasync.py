@@ -13,8 +13,10 @@ from types import ModuleType
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "tools" / "unasync.py"
-SOURCE = ROOT / "expertprompting" / "async_driver.py"
-TARGET = ROOT / "expertprompting" / "sync_driver.py"
+SOURCE_REL = "expertprompting/_io/async_driver.py"  # as tools/unasync.py's SOURCE_AND_TARGET
+TARGET_REL = "expertprompting/_io/sync_driver.py"
+SOURCE = ROOT / SOURCE_REL
+TARGET = ROOT / TARGET_REL
 
 
 def _tool() -> ModuleType:
@@ -35,10 +37,10 @@ def _run(script: Path, *args: str) -> subprocess.CompletedProcess[str]:
 def _copy_of_the_tree(tmp_path: Path) -> Path:
     """The script, the async source and the generated file, laid out as in the repository."""
     (tmp_path / "tools").mkdir()
-    (tmp_path / "expertprompting").mkdir()
+    (tmp_path / SOURCE_REL).parent.mkdir(parents=True)
     shutil.copy(SCRIPT, tmp_path / "tools" / "unasync.py")
-    shutil.copy(SOURCE, tmp_path / "expertprompting" / "async_driver.py")
-    shutil.copy(TARGET, tmp_path / "expertprompting" / "sync_driver.py")
+    shutil.copy(SOURCE, tmp_path / SOURCE_REL)
+    shutil.copy(TARGET, tmp_path / TARGET_REL)
     return tmp_path / "tools" / "unasync.py"
 
 
@@ -65,7 +67,7 @@ def test_no_async_name_is_left_in_the_sync_file() -> None:
 
 def test_a_stale_copy_is_detected_and_regenerated(tmp_path: Path) -> None:
     script = _copy_of_the_tree(tmp_path)
-    target = tmp_path / "expertprompting" / "sync_driver.py"
+    target = tmp_path / TARGET_REL
     edited = target.read_text(encoding="utf-8").replace(
         "return [fetch(r) for r in requests]", "return [fetch(r) for r in reversed(requests)]"
     )
@@ -76,7 +78,7 @@ def test_a_stale_copy_is_detected_and_regenerated(tmp_path: Path) -> None:
     assert done.returncode == 1
     assert done.stdout == ""
     assert done.stderr.count("\n") == 1  # one line
-    assert "expertprompting/sync_driver.py is stale" in done.stderr
+    assert "expertprompting/_io/sync_driver.py is stale" in done.stderr
     assert "python tools/unasync.py" in done.stderr
     assert target.read_text(encoding="utf-8") == edited  # --check writes nothing
 
@@ -88,9 +90,9 @@ def test_a_stale_copy_is_detected_and_regenerated(tmp_path: Path) -> None:
 
 def test_a_missing_generated_file_is_stale(tmp_path: Path) -> None:
     _copy_of_the_tree(tmp_path)
-    target = tmp_path / "expertprompting" / "sync_driver.py"
+    target = tmp_path / TARGET_REL
     target.unlink()
-    message = _tool().check(tmp_path / "expertprompting" / "async_driver.py", target)
+    message = _tool().check(tmp_path / SOURCE_REL, target)
     assert message is not None
     assert "sync_driver.py is stale" in message
 
@@ -98,16 +100,20 @@ def test_a_missing_generated_file_is_stale(tmp_path: Path) -> None:
 def test_an_edit_that_moves_a_rewrite_fails_loudly(tmp_path: Path) -> None:
     # A rewrite that no longer matches would generate a wrong sync file: stop instead.
     script = _copy_of_the_tree(tmp_path)
-    source = tmp_path / "expertprompting" / "async_driver.py"
+    source = tmp_path / SOURCE_REL
     text = source.read_text(encoding="utf-8")
     source.write_text(
         text.replace("        yield tracker.exchange()\n", "        yield (tracker.exchange())\n"),
         encoding="utf-8",
     )
-    before = (tmp_path / "expertprompting" / "sync_driver.py").read_text(encoding="utf-8")
+    before = (tmp_path / TARGET_REL).read_text(encoding="utf-8")
 
     done = _run(script)
     assert done.returncode == 2
     assert "'yield tracker.exchange()'" in done.stderr
     assert "update REWRITES in tools/unasync.py" in done.stderr
-    assert (tmp_path / "expertprompting" / "sync_driver.py").read_text(encoding="utf-8") == before
+    assert (tmp_path / TARGET_REL).read_text(encoding="utf-8") == before
+
+
+def test_the_paths_here_are_the_scripts() -> None:
+    assert _tool().SOURCE_AND_TARGET == (SOURCE_REL, TARGET_REL)

@@ -15,7 +15,9 @@ from pathlib import Path
 import pytest
 
 from expertprompting import cli
-from expertprompting.judge import Judge, PairVerdict, Verdict, build_report, parse_verdict
+from expertprompting._evaluation.judge import Judge
+from expertprompting._evaluation.report import build_report
+from expertprompting._evaluation.verdicts import PairVerdict, Verdict, parse_verdict
 from expertprompting.testing import FakeOpenAIServer, RecordedRequest, Reply
 
 EXE = str(Path(sys.executable).with_name("expertprompting"))

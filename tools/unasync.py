@@ -21,7 +21,7 @@ from types import ModuleType
 from typing import NamedTuple
 
 # The one source and the file generated from it, relative to the repository root.
-SOURCE_AND_TARGET = ("expertprompting/async_driver.py", "expertprompting/sync_driver.py")
+SOURCE_AND_TARGET = ("expertprompting/_io/async_driver.py", "expertprompting/_io/sync_driver.py")
 
 ROOT = Path(__file__).resolve().parent.parent
 

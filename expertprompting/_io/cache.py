@@ -36,11 +36,13 @@ from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from .core import ChatRequest
-from .errors import ConfigurationError, ExpertPromptingWarning
-from .exemplars import Exemplar
+from .._method.errors import ConfigurationError, ExpertPromptingWarning
+from .._method.exemplars import Exemplar
+from .._method.results import RequestRecord, Usage
+from .._method.wire import ChatRequest, Completion, Exchange
 
 __all__ = [
+    "CACHED_STEPS",
     "CacheSpec",
     "CacheWarning",
     "CachedIdentity",
@@ -49,8 +51,10 @@ __all__ = [
     "SQLiteCache",
     "TieredCache",
     "identity_cache_key",
+    "remember_identity",
     "request_cache_key",
     "resolve_cache",
+    "reuse_identity",
 ]
 
 SCHEMA_VERSION = 1
@@ -335,4 +339,59 @@ def resolve_cache(spec: CacheSpec) -> IdentityCache | None:
     raise ConfigurationError(
         f"cache= takes True (in memory), False (off), a file path (SQLite) or an object with "
         f"get/put/close, not {type(spec).__name__}."
+    )
+
+
+# -- serving requests from the cache (both drivers) ---------------------------------------------
+# Only step 1 (and a judge's verdicts) are cached: an identity depends on nothing but the
+# request (model, rendered messages with their template, exemplars, instruction and input, and
+# the sampling settings), so the same request may reuse an earlier reply. A hit costs no
+# request and no tokens, and its record says ``cached=True``.
+CACHED_STEPS = frozenset({"identity", "verdict"})
+"""Steps whose replies depend on nothing but the request: identities, and a judge's verdicts."""
+
+
+def reuse_identity(cache: IdentityCache | None, request: ChatRequest) -> Exchange | None:
+    """The cached reply to an identity request, as if it had been sent; None on a miss."""
+    if cache is None or request.step not in CACHED_STEPS:
+        return None
+    hit = cache.get(request_cache_key(request))
+    if hit is None:
+        return None
+    completion = Completion(
+        content=hit.description,
+        finish_reason="stop",
+        prompt_tokens=0,
+        completion_tokens=0,
+        model=hit.model,
+    )
+    record = RequestRecord(
+        step=request.step,
+        model=hit.model,
+        attempts=0,
+        usage=Usage(),
+        finish_reason="stop",
+        seconds=0.0,
+        cached=True,
+    )
+    return Exchange(completion, record)
+
+
+def remember_identity(
+    cache: IdentityCache | None, request: ChatRequest, exchange: Exchange
+) -> None:
+    """Store a fresh identity reply (never a cached one) for later identical requests."""
+    if cache is None or request.step not in CACHED_STEPS or exchange.record.cached:
+        return
+    text = (exchange.completion.content or "").strip()
+    if not text:
+        return
+    cache.put(
+        request_cache_key(request),
+        CachedIdentity(
+            description=text,
+            model=exchange.completion.model,
+            exemplars=[],
+            created=time.time(),
+        ),
     )

@@ -2,7 +2,7 @@
 
 Generates every strategy's answers to a question file (resumably, with ``generate``), judges
 each other strategy against the first (the baseline) with the position-fair
-:class:`~expertprompting.judge.Judge`, and writes a Markdown report with a win/tie/loss chart
+:class:`~expertprompting.Judge`, and writes a Markdown report with a win/tie/loss chart
 (SVG) and the figures behind it.
 
 Layout of the output folder::
@@ -24,7 +24,8 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
-from ._outputs import (
+from .._datasets.generate import GenerateSummary, default_errors_path, generate
+from .._datasets.outputs import (
     FileRole,
     OutputRefusedError,
     RunLock,
@@ -32,12 +33,12 @@ from ._outputs import (
     os_error,
     write_text_atomic,
 )
-from .errors import ConfigurationError
-from .generate import GenerateSummary, default_errors_path, generate
-from .judge import ComparisonReport, Judge
+from .._method.errors import ConfigurationError
+from .judge import Judge
+from .report import ComparisonReport
 
 if TYPE_CHECKING:
-    from .prompter import ExpertPrompter
+    from .._prompter import ExpertPrompter
 
 __all__ = ["CompareResult", "compare", "render_markdown", "wtl_svg"]
 

@@ -18,8 +18,8 @@ import openai
 import tenacity
 from tenacity import AsyncRetrying, RetryCallState, Retrying
 
-from .config import RetryPolicy
-from .errors import (
+from .._method.config import RetryPolicy
+from .._method.errors import (
     ExpertPromptingError,
     RateLimitError,
     RequestError,

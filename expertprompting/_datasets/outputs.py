@@ -34,7 +34,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal
 
-from .errors import ConfigurationError, ExpertPromptingError
+from .._method.errors import ConfigurationError, ExpertPromptingError
 
 try:  # POSIX only; Windows runs without the one-run-per-output lock
     import fcntl

@@ -2,12 +2,37 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import time
+from dataclasses import dataclass, field
+from typing import Any
 
-if TYPE_CHECKING:
-    from .runner import RunStats
+from .._method.results import ExpertAnswer, Usage
+from .items import FailedItem
 
-__all__ = ["Progress"]
+__all__ = ["Progress", "RunStats"]
+
+
+@dataclass
+class RunStats:
+    """Running totals of one run, for progress bars and summaries."""
+
+    done: int = 0
+    failed: int = 0
+    cached: int = 0
+    usage: Usage = field(default_factory=Usage)
+    started: float = field(default_factory=time.monotonic)
+
+    @property
+    def seconds(self) -> float:
+        return time.monotonic() - self.started
+
+    def add(self, result: ExpertAnswer | FailedItem) -> None:
+        if isinstance(result, FailedItem):
+            self.failed += 1
+            return
+        self.done += 1
+        self.cached += int(result.identity_cached)
+        self.usage = self.usage + result.usage
 
 
 class Progress:

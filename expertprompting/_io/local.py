@@ -32,8 +32,8 @@ from typing import Any
 import jinja2
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from .core import ChatRequest
-from .errors import ConfigurationError
+from .._method.errors import ConfigurationError
+from .._method.wire import ChatRequest
 
 __all__ = [
     "BUNDLED_MODEL_FILE",

@@ -23,10 +23,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import re
 import sys
-from collections import defaultdict
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -35,9 +33,10 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10
     from typing import NoReturn as Never
 
-from pydantic import BaseModel, Field
 
-from ._outputs import (
+from .._datasets.generate import default_errors_path
+from .._datasets.items import InputProblem, ResultWriter, read_rows
+from .._datasets.outputs import (
     ERROR_ROWS,
     VERDICT_ROWS,
     FileRole,
@@ -50,325 +49,29 @@ from ._outputs import (
     refuse_foreign,
     scan_jsonl,
 )
-from .core import ChatRequest, Planner, plan_room
-from .dataset import InputProblem, ResultWriter, read_rows
-from .errors import ConfigurationError, ExpertPromptingError
-from .generate import default_errors_path
-from .progress import Progress
-from .results import Usage
-from .runner import RunStats, check_concurrency, run_pool, run_sync
-from .session import ModelSession, given, session_config
-from .templating import TemplateSource, load_template
+from .._datasets.pool import check_concurrency, run_pool, run_sync
+from .._datasets.progress import Progress, RunStats
+from .._io.session import ModelSession, given, session_config
+from .._method.errors import ConfigurationError, ExpertPromptingError
+from .._method.planner import Planner, plan_room
+from .._method.results import Usage
+from .._method.templating import TemplateSource, load_template
+from .._method.wire import ChatRequest
 
 if TYPE_CHECKING:  # types only: importing the judge must not import the SDK
     import openai
 
-    from .cache import CacheSpec
-    from .config import ModelPrice, RunBudget
-    from .retry import RetrySpec
-    from .tokens import TokenCounter
+    from .._io.cache import CacheSpec
+    from .._io.retry import RetrySpec
+    from .._method.config import ModelPrice, RunBudget
+    from .._method.tokens import TokenCounter
 
-__all__ = [
-    "CategoryRow",
-    "ComparisonReport",
-    "Judge",
-    "PairVerdict",
-    "Verdict",
-    "build_report",
-    "match_rows",
-    "parse_verdict",
-    "score_pair",
-]
+from .report import ComparisonReport, build_report
+from .verdicts import PairVerdict, Verdict, parse_verdict, score_pair
 
-Outcome = Literal["win", "tie", "loss", "unparsed"]
+__all__ = ["Judge", "match_rows"]
 
 
-# -- reading a verdict -------------------------------------------------------------------------
-# A score is 1 to 10 (decimals allowed), never a piece of a longer number ("15", "10.5", "-3"),
-# optionally "/10" or "out of 10"; "4/5" is another scale, not a score of 4.
-def _score(name: str) -> str:
-    return (
-        rf"(?<![\d.\-])(?P<{name}>10(?:\.0+)?|[1-9](?:\.\d+)?)(?!\.?\d)"
-        rf"(?P<{name}_of>\s*(?:/|out\s+of)\s*10(?!\.?\d))?(?!\s*/\s*\d)"
-    )
-
-
-# The asked-for form on one line: "8 7", "8, 7", "8/10 and 7/10", "Scores: 8 vs 7", "[8, 7]";
-# a third number after the pair means it is something else ("8, 7, 9": three criteria).
-_PAIR = re.compile(
-    rf"^[^\w\n]*(?:[^:\n]{{0,60}}:[^\w\n]*)?{_score('one')}"
-    rf"\s*(?:[,;|&]|\band\b|\bvs\b\.?|\bversus\b|[-\u2013\u2014])?\s*{_score('two')}"
-    r"(?!\s*[,;|]?\s*\d)",
-    re.IGNORECASE,
-)
-_LABEL_WORDS = "assistant|answer|response"
-_LABEL = rf"(?:{_LABEL_WORDS})\s*#?\s*"
-# "Assistant 1 ... 8": the gap before the score holds no digit and no other assistant's label.
-_LABELLED = re.compile(
-    rf"\b{_LABEL}(?P<who>[12])(?!\d)(?P<gap>(?:(?!{_LABEL}\d)\D){{0,60}}?){_score('s')}",
-    re.IGNORECASE,
-)
-# What makes "Assistant 1 ... 8" a score rather than a count ("Assistant 1 listed 7 points"):
-# the words between label and number, or a scoring verb earlier in the sentence.
-_GAP_SAYS_SCORE = re.compile(
-    r"[:=(\-\u2013\u2014]\s*$|\bscor|\brat(?:e|ed|es|ing)\b|\bgrade|\bgets?\b|\bgot\b|\breceiv|\bearn"
-    r"|\bdeserv|\bmerit|\baward|\bgiven\b",
-    re.IGNORECASE,
-)
-_SENTENCE_SAYS_SCORE = re.compile(
-    r"\b(?:scor|rat(?:e|ed|es|ing)\b|grad(?:e|ed|es|ing)\b|giv|gave|award|assign)", re.IGNORECASE
-)
-# ...and it ends there: "Assistant 1: 3 tips" is a count, "Assistant 1: 8 points" a score.
-_AFTER_SCORE = re.compile(
-    r"[ \t]*(?:$|[^\w\s]|(?:points?|and|but|while|whereas|for|because|as|since|overall|vs"
-    rf"|versus|{_LABEL_WORDS})\b)",
-    re.IGNORECASE | re.MULTILINE,
-)
-# "1. 9" then "2. 8" (what the bundled model writes), or the two scores on lines of their own;
-# the score ends its item or is followed by punctuation, never by more words ("1. 5 tips").
-_ITEM = re.compile(r"^[^\w\n]*(?P<n>\d+)\s*[.):]\s")
-_ITEM_SCORE = re.compile(
-    rf"^[^\w\n]*(?P<n>[1-3])\s*[.):]\s*{_score('s')}\s*(?:$|[^\w\s]|points?\b)", re.IGNORECASE
-)
-_BARE_SCORE = re.compile(rf"^[^\w\n]*{_score('s')}[^\w\n]*$", re.IGNORECASE)
-
-
-def _plain(text: str) -> str:
-    """Without Markdown emphasis and code marks, which judges wrap around anything."""
-    return re.sub(r"[*_`]", "", text)
-
-
-def _labelled(text: str) -> tuple[float, float] | None:
-    found: dict[str, float] = {}
-    for match in _LABELLED.finditer(text):
-        who = match["who"]
-        if who in found:
-            continue
-        # the sentence before the label; a bounded look-back keeps long replies linear
-        sentence = re.split(r"[.!?]\s|\n", text[max(0, match.start() - 200) : match.start()])[-1]
-        says_score = (
-            match["s_of"]
-            or _GAP_SAYS_SCORE.search(match["gap"])
-            or _SENTENCE_SAYS_SCORE.search(sentence)
-        )
-        if says_score and _AFTER_SCORE.match(text, match.end()):
-            found[who] = float(match["s"])
-    if "1" in found and "2" in found:
-        return found["1"], found["2"]
-    return None
-
-
-def _numbered(lines: Sequence[str], start: int) -> tuple[float, float] | None:
-    """Items "1. 9" at ``lines[start]`` and "2. 8" as the next item (explanations between)."""
-    first = _ITEM_SCORE.match(lines[start])
-    if not first or first["n"] != "1":
-        return None
-    later = (i for i in range(start + 1, len(lines)) if _ITEM.match(lines[i]))
-    second_at, third_at = next(later, None), next(later, None)
-    second = _ITEM_SCORE.match(lines[second_at]) if second_at is not None else None
-    if not second or second["n"] != "2":
-        return None
-    if third_at is not None and _ITEM_SCORE.match(lines[third_at]):
-        return None  # a third scored item: criteria, not two answers
-    return float(first["s"]), float(second["s"])
-
-
-def _bare(lines: Sequence[str], start: int) -> tuple[float, float] | None:
-    """The two scores alone on two lines from ``lines[start]`` (and no third below them)."""
-    bare = [_BARE_SCORE.match(line) for line in lines[start : start + 3]]
-    if len(bare) >= 2 and bare[0] and bare[1] and not (len(bare) > 2 and bare[2]):
-        return float(bare[0]["s"]), float(bare[1]["s"])
-    return None
-
-
-def parse_verdict(text: str | None) -> tuple[float, float] | None:
-    """The two scores of a verdict, (Assistant 1, Assistant 2), or None when they cannot be read.
-
-    The first line wins: the judge is asked to write the pair there ("8 7", "8, 7", "8/10 and
-    7/10", "Scores: 8 vs 7", "Assistant 1: 8, Assistant 2: 7"), so numbers in the explanation
-    never override it. Only when the first line holds no pair are the scores looked for
-    elsewhere, in this order: a numbered list starting on the first line ("1. 9" then "2. 8"),
-    the two scores alone on the first two lines, labelled scores anywhere ("Assistant 1: 8/10"
-    ... "Assistant 2 gets 7"), a numbered list anywhere. Scores must be 1 to 10; a lead-in line
-    such as "Scores:" is skipped.
-
-    >>> parse_verdict("8 7\\nAssistant 1 listed 3 points while Assistant 2 gave 5.")
-    (8.0, 7.0)
-    >>> parse_verdict("Assistant 1: 6/10\\nAssistant 2: 9/10")
-    (6.0, 9.0)
-    >>> parse_verdict("1. 9\\n2. 8")
-    (9.0, 8.0)
-    >>> parse_verdict("Both answers are good.") is None
-    True
-    """
-    if not text or not text.strip():
-        return None
-    text = _plain(text)
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    start = 0
-    if len(lines) > 1 and lines[0].endswith(":") and not re.search(r"\d", lines[0]):
-        start = 1  # "Here are my scores:" and the scores below it
-    paired = _PAIR.match(lines[start])
-    if paired:
-        return float(paired["one"]), float(paired["two"])
-    items = ((i, _ITEM_SCORE.match(line)) for i, line in enumerate(lines))
-    first_item = next((i for i, item in items if item and item["n"] == "1"), None)
-    return (
-        _labelled(lines[start])
-        or _numbered(lines, start)
-        or _bare(lines, start)
-        or _labelled(text)
-        or (_numbered(lines, first_item) if first_item is not None else None)
-    )
-
-
-class Verdict(BaseModel):
-    """One judgement of one pair in one order."""
-
-    order: Literal["AB", "BA"] = Field(description="AB: A was shown as Assistant 1.")
-    raw: str | None = Field(description="The judge's whole reply (None if no reply came).")
-    scores: tuple[float, float] | None = Field(description="(Assistant 1, Assistant 2).")
-    attempts: int = 1
-    error: str | None = None
-
-    def for_a_and_b(self) -> tuple[float, float] | None:
-        """(A's score, B's score), whatever the order."""
-        if self.scores is None:
-            return None
-        first, second = self.scores
-        return (first, second) if self.order == "AB" else (second, first)
-
-
-class PairVerdict(BaseModel):
-    """Both orders of one question, and what they add up to."""
-
-    id: str
-    question: str
-    category: str | None = None
-    verdicts: list[Verdict]
-    score_a: float | None = None
-    score_b: float | None = None
-    outcome: Outcome = "unparsed"
-    consistent: bool | None = Field(
-        default=None, description="Both orders prefer the same answer (None: not both read)."
-    )
-    judge_model: str | None = Field(
-        default=None, description="The judge that wrote the verdicts (None in older files)."
-    )
-
-
-def _preference(a: float, b: float) -> int:
-    return (a > b) - (a < b)
-
-
-def score_pair(
-    verdicts: Sequence[Verdict],
-) -> tuple[float | None, float | None, Outcome, bool | None]:
-    """Mean scores of A and B over the readable orders, the outcome for A, and consistency."""
-    read = [v.for_a_and_b() for v in verdicts]
-    scores = [s for s in read if s is not None]
-    if not scores:
-        return None, None, "unparsed", None
-    a = sum(s[0] for s in scores) / len(scores)
-    b = sum(s[1] for s in scores) / len(scores)
-    outcome: Outcome = "win" if a > b else "loss" if a < b else "tie"
-    consistent = None
-    if len(scores) == 2:
-        consistent = _preference(*scores[0]) == _preference(*scores[1])
-    return a, b, outcome, consistent
-
-
-class CategoryRow(BaseModel):
-    category: str
-    wins: int = 0
-    ties: int = 0
-    losses: int = 0
-    unparsed: int = 0
-
-
-class ComparisonReport(BaseModel):
-    """A against B, from A's side."""
-
-    a: str = Field(description="Name of system A (e.g. a strategy).")
-    b: str = Field(description="Name of system B.")
-    pairs: int = Field(description="Questions judged.")
-    wins: int
-    ties: int
-    losses: int
-    unparsed: int = Field(description="Questions with no readable verdict in either order.")
-    failed: int = Field(
-        default=0,
-        description="Questions whose judging failed this run (see the errors file); a rerun "
-        "judges them again. Not among the pairs.",
-    )
-    unparsed_verdicts: int = Field(description="Single verdicts that could not be read.")
-    input_problems: int = Field(
-        default=0,
-        description="Rows of the answer files that could not be judged (not UTF-8, not JSON, "
-        "no instruction or answer): skipped, listed in the errors file as file:line.",
-    )
-    adjusted_win_rate: float | None = Field(
-        description="(wins + ties/2) / (wins + ties + losses): A's side; None with no scored pair."
-    )
-    score_sum_a: float
-    score_sum_b: float
-    score_ratio: float | None = Field(
-        description="score_sum_a / score_sum_b: A's score as a share of B's (the paper's 96%)."
-    )
-    score_ratio_b_over_a: float | None
-    position_consistency: float | None = Field(
-        description="Share of pairs read in both orders whose two orders prefer the same answer."
-    )
-    categories: list[CategoryRow] = Field(default_factory=list)
-    verdicts: list[PairVerdict] = Field(default_factory=list, description="Every raw verdict.")
-
-    @property
-    def nothing_read(self) -> bool:
-        """Pairs were judged but not one verdict could be read: the judge ignores the format."""
-        return self.pairs > 0 and self.unparsed == self.pairs
-
-
-def build_report(a: str, b: str, pairs: Sequence[PairVerdict], failed: int = 0) -> ComparisonReport:
-    """The figures of a comparison from its pair verdicts (``failed``: pairs not judged)."""
-    count: dict[str, int] = defaultdict(int)
-    by_category: dict[str, CategoryRow] = {}
-    sum_a = sum_b = 0.0
-    both = agree = 0
-    for pair in pairs:
-        count[pair.outcome] += 1
-        if pair.category is not None:
-            row = by_category.setdefault(pair.category, CategoryRow(category=pair.category))
-            key = {"win": "wins", "tie": "ties", "loss": "losses"}.get(pair.outcome, "unparsed")
-            setattr(row, key, getattr(row, key) + 1)
-        if pair.score_a is not None and pair.score_b is not None:
-            sum_a += pair.score_a
-            sum_b += pair.score_b
-        if pair.consistent is not None:
-            both += 1
-            agree += int(pair.consistent)
-    scored = count["win"] + count["tie"] + count["loss"]
-    return ComparisonReport(
-        a=a,
-        b=b,
-        pairs=len(pairs),
-        wins=count["win"],
-        ties=count["tie"],
-        losses=count["loss"],
-        unparsed=count["unparsed"],
-        failed=failed,
-        unparsed_verdicts=sum(v.scores is None for p in pairs for v in p.verdicts),
-        adjusted_win_rate=(count["win"] + count["tie"] / 2) / scored if scored else None,
-        score_sum_a=sum_a,
-        score_sum_b=sum_b,
-        score_ratio=sum_a / sum_b if sum_b else None,
-        score_ratio_b_over_a=sum_b / sum_a if sum_a else None,
-        position_consistency=agree / both if both else None,
-        categories=sorted(by_category.values(), key=lambda r: r.category),
-        verdicts=list(pairs),
-    )
-
-
-# -- matching rows of two answer files ---------------------------------------------------------
 def _json_type(value: Any) -> str:
     if value is None:
         return "null"
@@ -532,7 +235,7 @@ class Judge:
         :class:`~expertprompting.ExpertPrompter` (and of a local model), which also checks
         them; the prompter's other settings (strategy, exemplars, answer lengths...) do not
         change a verdict and are refused, like a misspelt keyword, with a
-        :class:`~expertprompting.errors.ConfigurationError`.
+        :class:`~expertprompting.ConfigurationError`.
 
         :param model: The judge model (a name on an OpenAI-compatible endpoint, or
             ``"local"``...).
@@ -550,12 +253,12 @@ class Judge:
         :param seed: Sampling seed of verdicts (a second ask uses ``seed + 1``).
         :param repeat_penalty: Penalty on repeated tokens (local models).
         :param timeout: Seconds per attempt for a whole verdict (default 60).
-        :param retry: A :class:`~expertprompting.config.RetryPolicy` or a tenacity
+        :param retry: A :class:`~expertprompting.RetryPolicy` or a tenacity
             ``AsyncRetrying``.
         :param max_total_tokens: Run budget: most tokens all verdicts may spend.
         :param max_requests: Run budget: most requests all verdicts may send.
         :param max_cost: Run budget: most USD all verdicts may spend (needs a known price).
-        :param budget: The run budget as a :class:`~expertprompting.config.RunBudget`.
+        :param budget: The run budget as a :class:`~expertprompting.RunBudget`.
         :param prices: Per-model prices, overriding the built-in table.
         :param token_counter: Counts prompt tokens (default: exact tiktoken counts).
         :param cache: Verdict cache: off (default), ``True`` in memory, a path for a SQLite

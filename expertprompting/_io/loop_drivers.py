@@ -1,4 +1,4 @@
-"""One :class:`~expertprompting.async_driver.AsyncDriver` per event loop, for one prompter.
+"""One :class:`~expertprompting._io.async_driver.AsyncDriver` per event loop, for one prompter.
 
 An async HTTP client belongs to the event loop it first ran in, so a prompter used from several
 loops (``asyncio.run()`` per call, a loop per thread, a notebook's loop) needs a driver, and a

@@ -4,7 +4,7 @@
 endpoint through the official SDK, with the SDK's own retries turned off (our retry policy is
 the only one, so attempts are never multiplied).
 
-Every attempt has deadlines (:class:`~expertprompting.config.Deadlines`): a whole reply must
+Every attempt has deadlines (:class:`~expertprompting._method.config.Deadlines`): a whole reply must
 be complete within ``timeout`` of sending, and a stream must bring its first text within
 ``first_token`` and never fall silent for longer than ``idle``. The HTTP client's own timeouts
 are per read, so a server that sends a byte now and then could otherwise hold a request for as
@@ -30,9 +30,9 @@ try:  # openai 3.x ships its own fork of httpx
 except ImportError:  # pragma: no cover - openai 1.x and 2.x
     import httpx  # type: ignore[no-redef,import-not-found,unused-ignore]
 
-from .config import Deadlines
-from .core import ChatRequest, StreamAssembler
-from .errors import ResponseError
+from .._method.config import Deadlines
+from .._method.errors import ResponseError
+from .._method.wire import ChatRequest, StreamAssembler
 
 __all__ = [
     "AsyncOpenAITransport",
@@ -243,7 +243,7 @@ class AsyncTransport(Protocol):
 class OpenAITransport:
     """Chat completions over ``openai.OpenAI``.
 
-    ``deadlines`` is a :class:`~expertprompting.config.Deadlines` (a number means that many
+    ``deadlines`` is a :class:`~expertprompting._method.config.Deadlines` (a number means that many
     seconds for a whole reply and for a stream's first text).
     """
 

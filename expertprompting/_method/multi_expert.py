@@ -18,9 +18,10 @@ from collections.abc import Generator
 from typing import Any
 
 from .config import CallOverrides
-from .core import ChatRequest, Exchange, Planner, fold_input, plan_room
 from .errors import ResponseError
+from .planner import Planner, fold_input, plan_room
 from .results import ExpertAnswer, ExpertView, RequestRecord, Usage
+from .wire import ChatRequest, Exchange
 
 __all__ = ["multi_expert_flow", "parse_aggregation", "parse_experts"]
 

@@ -4,7 +4,7 @@
 :func:`run_items` runs the method on it. Each of ``concurrency`` workers takes the next item,
 runs the whole method for it (identity, then answer) and takes another. Items are pulled from
 the input lazily, so memory does not grow with the dataset. A failed item becomes a
-:class:`~expertprompting.dataset.FailedItem`; it never stops the others, unless more than
+:class:`~expertprompting.FailedItem`; it never stops the others, unless more than
 ``max_errors`` fail.
 
 Items finish in the order they started. Every request of an item's flow passes a
@@ -30,23 +30,22 @@ import concurrent.futures
 import contextlib
 import heapq
 import itertools
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
-from .async_driver import AsyncDriver
-from .core import ChatRequest, Exchange, Planner
-from .dataset import DatasetItem, FailedItem
-from .errors import ConfigurationError, ExpertPromptingError
-from .progress import Progress
-from .results import ExpertAnswer, Strategy, Usage, format_cost
-from .strategies import strategy_flow
+from .._io.async_driver import AsyncDriver
+from .._method.errors import ConfigurationError, ExpertPromptingError
+from .._method.planner import Planner
+from .._method.results import ExpertAnswer, Strategy
+from .._method.strategies import strategy_flow
+from .._method.wire import ChatRequest, Exchange
+from .items import DatasetItem, FailedItem
+from .progress import Progress, RunStats
 
 __all__ = [
     "ItemResult",
     "PriorityGate",
-    "RunStats",
     "TooManyErrorsError",
     "run_items",
     "run_pool",
@@ -85,29 +84,6 @@ class TooManyErrorsError(ExpertPromptingError):
         super().__init__(message)
         self.failed = failed
         self.results = results
-
-
-@dataclass
-class RunStats:
-    """Running totals of one run, for progress bars and summaries."""
-
-    done: int = 0
-    failed: int = 0
-    cached: int = 0
-    usage: Usage = field(default_factory=Usage)
-    started: float = field(default_factory=time.monotonic)
-
-    @property
-    def seconds(self) -> float:
-        return time.monotonic() - self.started
-
-    def add(self, result: ItemResult) -> None:
-        if isinstance(result, FailedItem):
-            self.failed += 1
-            return
-        self.done += 1
-        self.cached += int(result.identity_cached)
-        self.usage = self.usage + result.usage
 
 
 _END = object()  # the input ran out (an item may itself be None)
@@ -417,19 +393,3 @@ async def run_items(
             results=[],
         )
     return stats
-
-
-def describe(stats: RunStats, **more: Any) -> str:
-    """A one-line summary of a run."""
-    parts = [
-        f"{stats.done} done",
-        f"{stats.failed} failed",
-        f"{stats.cached} identities from cache",
-        f"{stats.usage.requests} requests",
-        f"{stats.usage.total_tokens} tokens",
-    ]
-    if stats.usage.cost is not None:
-        parts.append(format_cost(stats.usage.cost))
-    parts += [f"{v} {k.replace('_', ' ')}" for k, v in more.items()]
-    parts.append(f"{stats.seconds:.1f} s")
-    return ", ".join(parts)

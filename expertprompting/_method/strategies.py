@@ -13,9 +13,10 @@ from collections.abc import Collection, Generator
 from typing import Any
 
 from .config import CallOverrides
-from .core import Planner, answer_flow
 from .errors import ConfigurationError
+from .flows import answer_flow
 from .multi_expert import multi_expert_flow
+from .planner import Planner
 from .results import ExpertAnswer, ExpertIdentity
 
 __all__ = ["BUILTIN_STRATEGIES", "check_strategy", "strategy_flow"]
@@ -44,7 +45,7 @@ def strategy_flow(
     overrides: CallOverrides | None = None,
 ) -> Generator[Any, Any, ExpertAnswer]:
     """The flow that answers ``instruction`` with ``strategy``; ``overrides`` holds the call's
-    own settings (:class:`~expertprompting.config.CallOverrides`), None for the prompter's."""
+    own settings (``CallOverrides``), None for the prompter's."""
     if strategy == "multi-expert":
         if identity is not None:
             raise ConfigurationError(

@@ -1,10 +1,9 @@
-"""Token budgeting, all decided before a request is sent.
+"""The run budget, decided before a request is sent.
 
-* :func:`plan_max_tokens`: how long a reply may be, given the prompt and the context window.
 * :class:`BudgetLedger`: a run budget shared by every call of one prompter. Each attempt
   *reserves* its worst case (prompt + max_tokens, and its cost) before it is sent, and is
   *settled* with the real usage when it returns; an attempt that would pass a limit is refused
-  with :class:`~expertprompting.errors.BudgetExceededError` and never sent.
+  with :class:`~expertprompting.BudgetExceededError` and never sent.
 """
 
 from __future__ import annotations
@@ -13,34 +12,11 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .config import ModelPrice, RunBudget
-from .errors import BudgetExceededError, TokenBudgetError
-from .results import Usage
+from .._method.config import ModelPrice, RunBudget
+from .._method.errors import BudgetExceededError
+from .._method.results import Usage
 
-__all__ = ["BudgetLedger", "Reservation", "plan_max_tokens"]
-
-
-def plan_max_tokens(
-    *,
-    prompt_tokens: int,
-    context_window: int,
-    cap: int | None,
-    margin: int,
-    what: str,
-    minimum: int = 1,
-) -> int:
-    """``min(cap, context_window - prompt_tokens - margin)``, or TokenBudgetError if < minimum."""
-    room = context_window - prompt_tokens - margin
-    if room < minimum:
-        raise TokenBudgetError(
-            f"The {what} prompt needs {prompt_tokens} tokens, leaving {max(room, 0)} of the "
-            f"{context_window}-token context window (after a {margin}-token margin) for the "
-            f"reply, which needs at least {minimum}. Shorten the instruction or input, or use a "
-            "model with a larger context window (context_window=).",
-            needed=prompt_tokens + margin + minimum,
-            available=context_window,
-        )
-    return room if cap is None else min(cap, room)
+__all__ = ["BudgetLedger", "Reservation"]
 
 
 @dataclass(frozen=True)

@@ -28,8 +28,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TextIO
 
-from . import __version__
-from .errors import (
+from .. import __version__
+from .._method.errors import (
     ConfigurationError,
     ExpertPromptingError,
     ExpertPromptingWarning,
@@ -221,15 +221,15 @@ def resolve_model(
 
 
 def _local_available() -> bool:
-    from .local import local_backend_available
+    from .._io.local import local_backend_available
 
     return local_backend_available()
 
 
 def _prompter(args: argparse.Namespace, *, sends: bool = True, **extra: Any) -> Any:
     """The prompter a command runs; ``sends=False`` for commands that only build requests."""
-    from .local import is_local_model
-    from .prompter import ExpertPrompter
+    from .._io.local import is_local_model
+    from .._prompter import ExpertPrompter
 
     model, note = resolve_model(
         args.model, args.base_url, os.environ, _local_available, sends=sends
@@ -343,7 +343,7 @@ def _strategy_templates(specs: list[str]) -> dict[str, Path]:
 
 
 def _retry_setting(args: argparse.Namespace) -> dict[str, Any]:
-    from .config import RetryPolicy
+    from .._method.config import RetryPolicy
 
     if args.max_attempts is None:
         return {}
@@ -398,7 +398,7 @@ def _styled(text: str, code: str, stream: TextIO) -> str:
 
 
 def _usage_line(usage: Any) -> str:
-    from .results import format_cost
+    from .._method.results import format_cost
 
     requests = f"{usage.requests} request{'' if usage.requests == 1 else 's'}"
     cost = "" if usage.cost is None else f", {format_cost(usage.cost)}"
@@ -478,7 +478,7 @@ def cmd_identify(args: argparse.Namespace) -> int:
 
 
 def cmd_prompt(args: argparse.Namespace) -> int:
-    from .strategies import strategy_flow
+    from .._method.strategies import strategy_flow
 
     strategy = args.strategy or "expert"
     if args.identity is not None and strategy != "expert":
@@ -523,14 +523,14 @@ def cmd_prompt(args: argparse.Namespace) -> int:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from .generate import generate
+    from .._datasets.generate import generate
 
     cache: Any = True
     if args.cache is not None:
         cache = False if args.cache.lower() in ("off", "none", "false", "0") else args.cache
     if isinstance(cache, str):  # before the prompter opens it: SQLite would write in the file
-        from ._outputs import FileRole, check_clashes
-        from .generate import default_errors_path
+        from .._datasets.generate import default_errors_path
+        from .._datasets.outputs import FileRole, check_clashes
 
         errors = Path(args.errors) if args.errors else default_errors_path(args.output)
         check_clashes(
@@ -576,8 +576,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def _judge(args: argparse.Namespace) -> Any:
-    from .judge import Judge
-    from .local import is_local_model
+    from .._evaluation.judge import Judge
+    from .._io.local import is_local_model
 
     model = args.judge_model
     if model is None:
@@ -625,7 +625,7 @@ def _print_report(report: Any, stream: TextIO) -> None:
 
 def _no_verdict_read(model: str, verdicts: str) -> str:
     """The error when no verdict could be read: the judge does not write the scores as asked."""
-    from .local import BUNDLED_MODEL_FILE, is_local_model
+    from .._io.local import BUNDLED_MODEL_FILE, is_local_model
 
     local_file = Path(model.removeprefix("local:")).name
     if model == "local" or (is_local_model(model) and local_file == BUNDLED_MODEL_FILE):
@@ -674,7 +674,7 @@ def cmd_judge(args: argparse.Namespace) -> int:
         message = _no_verdict_read(judge.model, verdicts)
         print(f"expertprompting: error: {message}", file=sys.stderr)
     if report.failed:
-        from .generate import default_errors_path
+        from .._datasets.generate import default_errors_path
 
         errors = default_errors_path(verdicts)
         print(
@@ -686,7 +686,7 @@ def cmd_judge(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from .compare import compare
+    from .._evaluation.compare import compare
 
     strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
     ep = _prompter(args)
@@ -741,7 +741,7 @@ def _report(summary: Any, what: str) -> None:
 
 
 def cmd_batch(args: argparse.Namespace) -> int:
-    from . import batch
+    from .._datasets import batch as batch
 
     action = args.action
     if action in ("identity-requests", "answer-requests", "assemble"):
@@ -1230,7 +1230,3 @@ def _run(command: Command, args: argparse.Namespace) -> int:
 def entry() -> None:
     """Console-script entry point."""
     raise SystemExit(main())
-
-
-if __name__ == "__main__":
-    entry()

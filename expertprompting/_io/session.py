@@ -5,7 +5,7 @@ loop, or the in-process local model), the retry policy, the run-budget ledger, t
 verdict cache and the token counter. It runs the requests of the method's flows through its
 drivers and adds up what they cost.
 
-:class:`~expertprompting.ExpertPrompter` and :class:`~expertprompting.judge.Judge` are each built
+:class:`~expertprompting.ExpertPrompter` and :class:`~expertprompting.Judge` are each built
 on a session, and dataset runs, ``compare`` and the server use a prompter's or judge's
 ``session`` through the public methods here: :meth:`ModelSession.driver` for sync calls,
 :meth:`ModelSession.async_driver` for async calls, :meth:`ModelSession.open_run` for a run over
@@ -24,11 +24,14 @@ import openai
 from pydantic import ValidationError
 from tenacity import BaseRetrying
 
+from .._method.config import ModelPrice, PrompterConfig, RetryPolicy, RunBudget
+from .._method.errors import ConfigurationError
+from .._method.model_table import lookup_model
+from .._method.results import Usage
+from .._method.tokens import TiktokenCounter, TokenCounter
 from .async_driver import AsyncDriver
 from .budget import BudgetLedger
 from .cache import CacheSpec, IdentityCache, resolve_cache
-from .config import ModelPrice, PrompterConfig, RetryPolicy, RunBudget
-from .errors import ConfigurationError
 from .local import (
     LOCAL_DEFAULTS,
     AsyncLocalTransport,
@@ -38,12 +41,9 @@ from .local import (
     is_local_model,
 )
 from .loop_drivers import Close, LoopDrivers
-from .model_table import lookup_model
 from .ratelimit import RateLimiter
-from .results import Usage
 from .retry import RetrySpec
 from .sync_driver import SyncDriver
-from .tokens import TiktokenCounter, TokenCounter
 from .transport import AsyncOpenAITransport, AsyncTransport, OpenAITransport, Transport
 
 __all__ = ["ModelSession", "explain_invalid", "given", "session_config"]
@@ -78,7 +78,7 @@ def session_config(
     """The checked configuration of a prompter or judge for ``model``.
 
     ``settings`` holds only what the caller gave; a local model first gets
-    :data:`~expertprompting.local.LOCAL_DEFAULTS`, and refuses connection settings.
+    :data:`~expertprompting._io.local.LOCAL_DEFAULTS`, and refuses connection settings.
     """
     merged = dict(settings)
     if is_local_model(model):

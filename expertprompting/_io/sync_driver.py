@@ -4,7 +4,7 @@
 ``async_driver.py`` (:class:`AsyncDriver`) is the one source of both drivers:
 ``sync_driver.py`` (:class:`SyncDriver`) is generated from it by ``tools/unasync.py``, and CI
 fails when the generated file is stale. Every decision is made by the core,
-:class:`~expertprompting.attempts.AttemptTracker` and :mod:`~expertprompting.retry`.
+:class:`~expertprompting._io.attempts.AttemptTracker` and :mod:`~expertprompting._io.retry`.
 """
 
 from __future__ import annotations
@@ -12,14 +12,13 @@ from __future__ import annotations
 from collections.abc import Callable, Generator, Iterator
 from typing import Any, TypeVar
 
+from .._method.tokens import TokenCounter
+from .._method.wire import ChatRequest, Exchange, StreamAssembler, parse_completion
 from .attempts import AttemptTracker
 from .budget import BudgetLedger
-from .cache import IdentityCache
-from .core import ChatRequest, Exchange, StreamAssembler, parse_completion
+from .cache import IdentityCache, remember_identity, reuse_identity
 from .ratelimit import RateLimiter
 from .retry import RetrySpec, sync_retrying
-from .reuse import remember_identity, reuse_identity
-from .tokens import TokenCounter
 from .transport import Transport
 
 __all__ = ["SyncDriver"]
@@ -49,7 +48,7 @@ def _fetch_all(
 
 
 class SyncDriver:
-    """Runs flows against a transport (see :mod:`~expertprompting.transport`)."""
+    """Runs flows against a transport (see :mod:`~expertprompting._io.transport`)."""
 
     def __init__(
         self,

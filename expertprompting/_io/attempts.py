@@ -19,21 +19,21 @@ from typing import NoReturn
 import openai
 from tenacity import RetryCallState
 
+from .._method.errors import ResponseError, RetryError
+from .._method.results import RequestRecord, Usage
+from .._method.wire import ChatRequest, Completion, Exchange, check_completion
 from .budget import BudgetLedger, Reservation
-from .core import ChatRequest, Completion, Exchange, check_completion
-from .errors import ResponseError, RetryError
 from .ratelimit import Permit, RateLimiter
-from .results import RequestRecord, Usage
 from .retry import describe_failure, final_error, rate_limit_pause
 
 __all__ = ["AttemptTracker"]
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("expertprompting.attempts")  # a stable name, wherever the module lives
 # The package's logger stays silent until the application configures logging (the library
 # practice), instead of Python's last-resort handler printing our warnings to stderr. It is
 # added here, where the only log lines are written, so `import expertprompting` stays free of
 # the logging import.
-logging.getLogger(__name__.partition(".")[0]).addHandler(logging.NullHandler())
+logging.getLogger("expertprompting").addHandler(logging.NullHandler())
 
 
 class AttemptTracker:

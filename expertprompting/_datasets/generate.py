@@ -5,7 +5,7 @@ it is done, failed items go to an errors file (and are tried again by the next r
 rows that are not usable items are reported with file and line and skipped. Killing the run at
 any point loses nothing that had finished; rerunning the same command picks up the rest.
 
-Files are guarded as :mod:`expertprompting._outputs` describes: the output and errors files are
+Files are guarded as the module ``outputs`` describes: the output and errors files are
 never the input (also through a link), are refused when this library did not write them, are
 locked for the run, and a resume that would mix runs of another model, strategy or settings is
 refused. The errors file fed back as the input (``generate run.errors.jsonl -o run.jsonl``, the
@@ -18,16 +18,29 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pydantic import BaseModel, Field
 
-from ._outputs import (
+from .._io.ratelimit import check_rates
+from .._method.errors import ConfigurationError, ExpertPromptingError
+from .._method.results import ExpertAnswer, Strategy, Usage, format_cost
+from .answerer import Answerer
+from .items import (
+    DatasetItem,
+    FailedItem,
+    InputProblem,
+    ResultWriter,
+    coerce_item,
+    output_row,
+    read_items,
+    read_rows,
+)
+from .outputs import (
     ERROR_ROWS,
     OUTPUT_ROWS,
     FileRole,
@@ -45,31 +58,8 @@ from ._outputs import (
     same_file,
     scan_jsonl,
 )
-from .dataset import (
-    DatasetItem,
-    FailedItem,
-    InputProblem,
-    ResultWriter,
-    coerce_item,
-    output_row,
-    read_items,
-    read_rows,
-)
-from .errors import ConfigurationError, ExpertPromptingError
-from .progress import Progress
-from .ratelimit import check_rates
-from .results import ExpertAnswer, Strategy, Usage, format_cost
-from .runner import (
-    ItemResult,
-    RunStats,
-    TooManyErrorsError,
-    check_concurrency,
-    run_items,
-    run_sync,
-)
-
-if TYPE_CHECKING:
-    from .prompter import ExpertPrompter
+from .pool import ItemResult, TooManyErrorsError, check_concurrency, run_items, run_sync
+from .progress import Progress, RunStats
 
 __all__ = ["GenerateSummary", "agenerate", "default_errors_path", "generate"]
 
@@ -140,7 +130,7 @@ def _count_rows(path: Path) -> int | None:
 
 
 async def agenerate(
-    prompter: ExpertPrompter,
+    prompter: Answerer,
     input_path: str | os.PathLike[str],
     output_path: str | os.PathLike[str],
     *,
@@ -194,7 +184,7 @@ class _RunIdentity:
     fingerprint: str
 
     @classmethod
-    def of(cls, prompter: ExpertPrompter, strategy: str, output: Path) -> _RunIdentity:
+    def of(cls, prompter: Answerer, strategy: str, output: Path) -> _RunIdentity:
         model = prompter.config.model
         # rows written before rows recorded the requested model name only have the model the
         # endpoint reported: for a local model the file's name, for OpenAI a dated snapshot
@@ -309,7 +299,7 @@ class _Job:
 
     def __init__(
         self,
-        prompter: ExpertPrompter,
+        prompter: Answerer,
         source: Path,
         output: Path,
         errors: Path,
@@ -507,7 +497,7 @@ def _error_row(item: DatasetItem, failure: FailedItem) -> dict[str, Any]:
 
 
 def generate(
-    prompter: ExpertPrompter,
+    prompter: Answerer,
     input_path: str | os.PathLike[str],
     output_path: str | os.PathLike[str],
     *,
@@ -526,11 +516,11 @@ def generate(
     On Ctrl-C the rows finished so far are already on disk; ``KeyboardInterrupt`` propagates
     after the files are closed.
 
-    Refused with :class:`~expertprompting.errors.ConfigurationError`, before anything is
+    Refused with :class:`~expertprompting.ConfigurationError`, before anything is
     written: an output or errors file that is the input (or each other, also through a link),
     an existing file this library did not write, an output another live run is writing, and an
     output whose rows were made with another model, strategy or settings
-    (:meth:`~expertprompting.core.Planner.fingerprint`). The errors file of an earlier run may
+    (``Planner.fingerprint``). The errors file of an earlier run may
     be the input: its failed items are retried and the file keeps those still not answered.
 
     :param prompter: The :class:`~expertprompting.ExpertPrompter` that answers.
@@ -564,9 +554,3 @@ def generate(
             on_problem=on_problem,
         )
     )
-
-
-def read_summary_rows(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
-    """All rows of a JSONL output (for tests and small files)."""
-    with Path(path).open(encoding="utf-8") as handle:
-        return [json.loads(line) for line in handle if line.strip()]

@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .errors import ConfigurationError
+from .._method.errors import ConfigurationError
 
 __all__ = ["Permit", "RateLimiter", "TokenBucket", "check_rates"]
 

@@ -1,0 +1,1 @@
+"""Evaluation: verdicts, the position-fair judge, the report, and ``compare``."""

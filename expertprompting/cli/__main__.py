@@ -1,0 +1,5 @@
+"""``python -m expertprompting.cli``: the command line."""
+
+from . import entry
+
+entry()
