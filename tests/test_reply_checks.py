@@ -27,7 +27,13 @@ Make = Callable[..., ExpertPrompter]
 
 ONE_ATTEMPT = RetryPolicy(max_attempts=1)
 COUNTER = TiktokenCounter("gpt-4o-mini")
-REQUEST = ChatRequest("answer", "gpt-4o-mini", [{"role": "user", "content": "Tides?"}], 11, 100)
+REQUEST = ChatRequest(
+    step="answer",
+    model="gpt-4o-mini",
+    messages=[{"role": "user", "content": "Tides?"}],
+    prompt_tokens=11,
+    max_tokens=100,
+)
 TEXT = "The Moon pulls the oceans."
 OURS = COUNTER.count_text(TEXT)
 

@@ -53,7 +53,7 @@ from .._datasets.pool import check_concurrency, run_pool, run_sync
 from .._datasets.progress import Progress, RunStats
 from .._io.session import ModelSession, given, session_config
 from .._method.errors import ConfigurationError, ExpertPromptingError
-from .._method.planner import Planner, plan_room
+from .._method.planner import Planner
 from .._method.results import Usage
 from .._method.templating import TemplateSource, load_template
 from .._method.wire import ChatRequest
@@ -322,21 +322,9 @@ class Judge:
 
     def request(self, question: str, first: str, second: str) -> ChatRequest:
         """The exact request judging ``first`` (Assistant 1) against ``second``."""
-        planner = self._planner
         text = self.template.render(question=question, answer_1=first, answer_2=second)
-        messages = planner.user_messages(text)
-        prompt = self.session.counter.count_messages(messages)
-        max_tokens = plan_room(planner, prompt, self.max_verdict_tokens, "verdict")
-        return ChatRequest(
-            "verdict",
-            self.model,
-            messages,
-            prompt,
-            max_tokens,
-            planner.max_tokens_param,
-            planner.sampling,
-            extra=planner.extra,
-        )
+        messages = self._planner.user_messages(text)
+        return self._planner.request("verdict", messages, cap=self.max_verdict_tokens)
 
     async def _verdict(
         self, driver: Any, request: ChatRequest, order: Literal["AB", "BA"]

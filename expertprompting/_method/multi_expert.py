@@ -19,7 +19,7 @@ from typing import Any
 
 from .config import CallOverrides
 from .errors import ResponseError
-from .planner import Planner, fold_input, plan_room
+from .planner import Planner, fold_input
 from .results import ExpertAnswer, ExpertView, RequestRecord, Usage
 from .wire import ChatRequest, Exchange
 
@@ -122,20 +122,8 @@ def multi_expert_flow(
 
     # 1. the experts, one request (asked again once if the list cannot be read)
     text = planner.templates["experts"].render(instruction=instruction, input=input, n=n)
-    messages = planner.user_messages(text)
-    prompt = planner.counter.count_messages(messages)
-    request = planner.overridden(
-        ChatRequest(
-            "experts",
-            c.model,
-            messages,
-            prompt,
-            plan_room(planner, prompt, c.identity_max_tokens, "experts"),
-            planner.max_tokens_param,
-            planner.sampling,
-            extra=planner.extra,
-        ),
-        overrides,
+    request = planner.request(
+        "experts", planner.user_messages(text), cap=c.identity_max_tokens, overrides=overrides
     )
     experts: list[str] | None = None
     raw: str | None = None
@@ -172,21 +160,12 @@ def multi_expert_flow(
         input=input,
         answers=[{"expert": v.expert, "answer": v.answer} for v in views],
     )
-    messages = planner.user_messages(text)
-    prompt = planner.counter.count_messages(messages)
-    cap = planner.answer_cap(overrides)
-    final: Exchange = yield planner.overridden(
-        ChatRequest(
-            "answer",
-            c.model,
-            messages,
-            prompt,
-            plan_room(planner, prompt, cap, "aggregation"),
-            planner.max_tokens_param,
-            planner.sampling,
-            extra=planner.extra,
-        ),
-        overrides,
+    final: Exchange = yield planner.request(
+        "answer",
+        planner.user_messages(text),
+        cap=planner.answer_cap(overrides),
+        what="aggregation",
+        overrides=overrides,
     )
     records.append(final.record)
     aggregation = (final.completion.content or "").strip()

@@ -18,7 +18,7 @@ from .config import CallOverrides, PrompterConfig
 from .errors import ConfigurationError, TokenBudgetError, UnknownModelWarning
 from .exemplars import Exemplar, ExemplarIndex, select_exemplars
 from .model_table import lookup_model
-from .results import Strategy
+from .results import Step, Strategy
 from .templating import PromptTemplate
 from .tokens import TokenCounter
 from .wire import ChatMessage, ChatRequest
@@ -219,18 +219,15 @@ class Planner:
             chosen = select_exemplars(ranked, c.k_exemplars, exact, budget)
             messages = self._identity_messages(instruction, input, chosen)
             prompt = self.counter.count_messages(messages)
-        max_tokens = plan_room(self, prompt, c.identity_max_tokens, "identity")
-        request = ChatRequest(
+        request = self.request(
             "identity",
-            c.model,
             messages,
-            prompt,
-            max_tokens,
-            self.max_tokens_param,
-            self.identity_sampling,
-            extra=self.extra,
+            cap=c.identity_max_tokens,
+            prompt_tokens=prompt,
+            sampling=self.identity_sampling,
+            overrides=overrides,
         )
-        return self.overridden(request, overrides), [e.instruction for e in chosen]
+        return request, [e.instruction for e in chosen]
 
     def answer_request(
         self,
@@ -241,21 +238,46 @@ class Planner:
         stream: bool = False,
         overrides: CallOverrides | None = None,
     ) -> ChatRequest:
-        messages = self.answer_messages(instruction, input, identity, strategy)
-        prompt = self.counter.count_messages(messages)
-        max_tokens = plan_room(
-            self, prompt, self.answer_cap(overrides), "answer", MIN_ANSWER_TOKENS
-        )
-        request = ChatRequest(
+        return self.request(
             "answer",
-            self.config.model,
-            messages,
-            prompt,
-            max_tokens,
-            self.max_tokens_param,
-            self.sampling,
-            stream,
-            self.extra,
+            self.answer_messages(instruction, input, identity, strategy),
+            cap=self.answer_cap(overrides),
+            minimum=MIN_ANSWER_TOKENS,
+            stream=stream,
+            overrides=overrides,
+        )
+
+    def request(
+        self,
+        step: Step,
+        messages: list[ChatMessage],
+        *,
+        cap: int | None,
+        what: str | None = None,
+        minimum: int = 1,
+        prompt_tokens: int | None = None,
+        sampling: Mapping[str, Any] | None = None,
+        stream: bool = False,
+        overrides: CallOverrides | None = None,
+    ) -> ChatRequest:
+        """The one place a request is built: ``messages`` counted, ``max_tokens`` planned.
+
+        ``max_tokens`` is ``cap`` clamped to the room the context window leaves (a
+        :class:`~expertprompting.TokenBudgetError` naming ``what``, default the step, when less
+        than ``minimum`` is left); the model's sampling settings, extra parameters and one
+        call's ``overrides`` apply. ``prompt_tokens`` skips the count when it was just made.
+        """
+        prompt = self.counter.count_messages(messages) if prompt_tokens is None else prompt_tokens
+        request = ChatRequest(
+            step=step,
+            model=self.config.model,
+            messages=messages,
+            prompt_tokens=prompt,
+            max_tokens=plan_room(self, prompt, cap, what or step, minimum),
+            max_tokens_param=self.max_tokens_param,
+            sampling=self.sampling if sampling is None else sampling,
+            stream=stream,
+            extra=self.extra,
         )
         return self.overridden(request, overrides)
 

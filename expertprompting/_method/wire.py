@@ -34,9 +34,11 @@ class ChatMessage(TypedDict):
     content: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ChatRequest:
-    """One chat-completions request, fully planned: messages, exact prompt size, max_tokens."""
+    """One chat-completions request, fully planned: messages, exact prompt size, max_tokens.
+
+    Built by :meth:`~expertprompting._method.planner.Planner.request` (keywords only)."""
 
     step: Step
     model: str
