@@ -22,9 +22,10 @@ if TYPE_CHECKING:
     from ._datasets.pool import ItemResult, TooManyErrorsError
     from ._evaluation.compare import CompareResult, compare
     from ._evaluation.judge import Judge
-    from ._evaluation.report import ComparisonReport
-    from ._evaluation.verdicts import PairVerdict, Verdict
-    from ._io.cache import CacheWarning, IdentityCache
+    from ._evaluation.report import ComparisonReport, build_report
+    from ._evaluation.verdicts import PairVerdict, Verdict, parse_verdict, score_pair
+    from ._io.cache import CacheWarning, CachedIdentity, IdentityCache, MemoryCache, SQLiteCache
+    from ._io.local import LOCAL_DEFAULTS, is_local_model
     from ._io.session import ModelSession
     from ._method.config import ModelPrice, PrompterConfig, RetryPolicy, RunBudget
     from ._method.errors import (
@@ -59,6 +60,7 @@ __all__ = [
     "AsyncAnswerStream",
     "BudgetExceededError",
     "CacheWarning",
+    "CachedIdentity",
     "CompareResult",
     "ComparisonReport",
     "ConfigurationError",
@@ -75,6 +77,8 @@ __all__ = [
     "IdentityCache",
     "ItemResult",
     "Judge",
+    "LOCAL_DEFAULTS",
+    "MemoryCache",
     "ModelPrice",
     "ModelSession",
     "PairVerdict",
@@ -86,6 +90,7 @@ __all__ = [
     "RetryError",
     "RetryPolicy",
     "RunBudget",
+    "SQLiteCache",
     "Strategy",
     "TemplateError",
     "TiktokenCounter",
@@ -97,12 +102,16 @@ __all__ = [
     "Verdict",
     "__version__",
     "agenerate",
+    "build_report",
     "compare",
     "count_tokens",
     "default_exemplars",
     "generate",
+    "is_local_model",
     "load_exemplars",
+    "parse_verdict",
     "read_items",
+    "score_pair",
 ]
 
 # Public name -> the submodule that defines it (its home module).
@@ -111,6 +120,7 @@ _EXPORTS: dict[str, str] = {
     "AsyncAnswerStream": "_prompter",
     "BudgetExceededError": "_method.errors",
     "CacheWarning": "_io.cache",
+    "CachedIdentity": "_io.cache",
     "CompareResult": "_evaluation.compare",
     "ComparisonReport": "_evaluation.report",
     "ConfigurationError": "_method.errors",
@@ -127,6 +137,8 @@ _EXPORTS: dict[str, str] = {
     "IdentityCache": "_io.cache",
     "ItemResult": "_datasets.pool",
     "Judge": "_evaluation.judge",
+    "LOCAL_DEFAULTS": "_io.local",
+    "MemoryCache": "_io.cache",
     "ModelPrice": "_method.config",
     "ModelSession": "_io.session",
     "PairVerdict": "_evaluation.verdicts",
@@ -138,6 +150,7 @@ _EXPORTS: dict[str, str] = {
     "RetryError": "_method.errors",
     "RetryPolicy": "_method.config",
     "RunBudget": "_method.config",
+    "SQLiteCache": "_io.cache",
     "Strategy": "_method.results",
     "TemplateError": "_method.errors",
     "TiktokenCounter": "_method.tokens",
@@ -148,12 +161,16 @@ _EXPORTS: dict[str, str] = {
     "Usage": "_method.results",
     "Verdict": "_evaluation.verdicts",
     "agenerate": "_datasets.generate",
+    "build_report": "_evaluation.report",
     "compare": "_evaluation.compare",
     "count_tokens": "_method.tokens",
     "default_exemplars": "_method.exemplars",
     "generate": "_datasets.generate",
+    "is_local_model": "_io.local",
     "load_exemplars": "_method.exemplars",
+    "parse_verdict": "_evaluation.verdicts",
     "read_items": "_datasets.items",
+    "score_pair": "_evaluation.verdicts",
 }
 
 

@@ -107,12 +107,13 @@ def assemble_answer(
     identity_cached: bool = False,
     id: str | None = None,
 ) -> ExpertAnswer:
-    """The :class:`ExpertAnswer` of a finished run of the method: the one place it is built.
+    """The :class:`ExpertAnswer` of a finished one-answer run (expert, the baselines, yours).
 
     ``answer`` is the final reply; ``records`` are every step's records (identity first), which
-    carry the usage, cost and time. The flows call this at their end, and so does
+    carry the usage, cost and time. :func:`answer_flow` calls this at its end, and so does
     :func:`expertprompting.batch.assemble` with the replies of a batch engine, so an answer
-    reads the same however its requests were sent.
+    reads the same however its requests were sent. (Multi-expert adds its experts' views and
+    builds its own, with the same :meth:`Usage.total`.)
     """
     raw = (answer.content or "").strip()
     cleaned = clean_answer(raw) if planner.config.clean_answers else raw
