@@ -40,7 +40,7 @@ from ._datasets.progress import Progress, RunStats
 from ._io.cache import CacheSpec, IdentityCache
 from ._io.ratelimit import check_rates
 from ._io.retry import RetrySpec
-from ._io.session import ModelSession, explain_invalid, given, session_config
+from ._io.session import ModelSession, explain_invalid, given
 from ._method.config import CallOverrides, IdentityLayout, ModelPrice, RunBudget
 from ._method.errors import ConfigurationError, ExpertPromptingError
 from ._method.exemplars import Exemplar, default_exemplars, load_exemplars
@@ -262,18 +262,12 @@ class ExpertPrompter:
             prices=prices,
         )
         settings.update(unknown)  # refused by PrompterConfig, with the usual message
-        limits = given(
-            max_total_tokens=max_total_tokens, max_requests=max_requests, max_cost=max_cost
-        )
-        config = session_config(
+        self.session = ModelSession.for_model(
             model,
             settings,
-            limits=limits,
-            retry=retry,
-            connection_given=bool(base_url or api_key or client or async_client),
-        )
-        self.session = ModelSession(
-            config,
+            max_total_tokens=max_total_tokens,
+            max_requests=max_requests,
+            max_cost=max_cost,
             base_url=base_url,
             api_key=api_key,
             client=client,
@@ -342,6 +336,41 @@ class ExpertPrompter:
         )
 
     # -- calls ------------------------------------------------------------------------------------
+    # The twins below differ only in how they run the flow these two build (checked first, so a
+    # bad argument fails at the call, before any request or stream).
+    def _identify_flow(
+        self,
+        instruction: str,
+        input: str | None,
+        temperature: float | None,
+        seed: int | None,
+        timeout: float | None,
+    ) -> Generator[Any, Any, ExpertIdentity]:
+        _check_instruction(instruction)
+        overrides = _overrides(temperature=temperature, seed=seed, timeout=timeout)
+        return identify_flow(self.planner, instruction, input, overrides)
+
+    def _answer_flow(
+        self,
+        instruction: str,
+        input: str | None,
+        identity: str | ExpertIdentity | None,
+        strategy: Strategy | None,
+        max_tokens: int | None,
+        temperature: float | None,
+        seed: int | None,
+        timeout: float | None,
+        stream: bool = False,
+    ) -> Generator[Any, Any, ExpertAnswer]:
+        _check_instruction(instruction)
+        overrides = _overrides(
+            max_tokens=max_tokens, temperature=temperature, seed=seed, timeout=timeout
+        )
+        chosen = self.resolve_strategy(strategy)
+        return strategy_flow(
+            self.planner, instruction, input, identity, chosen, stream=stream, overrides=overrides
+        )
+
     def identify(
         self,
         instruction: str,
@@ -363,9 +392,8 @@ class ExpertPrompter:
         :param seed: Sampling seed of this request.
         :param timeout: Seconds per attempt for the whole reply (not for local models).
         """
-        _check_instruction(instruction)
-        overrides = _overrides(temperature=temperature, seed=seed, timeout=timeout)
-        return self.session.driver().run(identify_flow(self.planner, instruction, input, overrides))
+        flow = self._identify_flow(instruction, input, temperature, seed, timeout)
+        return self.session.driver().run(flow)
 
     async def aidentify(
         self,
@@ -377,9 +405,7 @@ class ExpertPrompter:
         timeout: float | None = None,
     ) -> ExpertIdentity:
         """Async twin of :meth:`identify`."""
-        _check_instruction(instruction)
-        overrides = _overrides(temperature=temperature, seed=seed, timeout=timeout)
-        flow = identify_flow(self.planner, instruction, input, overrides)
+        flow = self._identify_flow(instruction, input, temperature, seed, timeout)
         return await self.session.async_driver().run(flow)
 
     def answer(
@@ -411,13 +437,8 @@ class ExpertPrompter:
         :param timeout: Seconds per attempt for a whole reply, for every request of this call
             (not for local models).
         """
-        _check_instruction(instruction)
-        overrides = _overrides(
-            max_tokens=max_tokens, temperature=temperature, seed=seed, timeout=timeout
-        )
-        chosen = self.resolve_strategy(strategy)
-        flow = strategy_flow(
-            self.planner, instruction, input, identity, chosen, overrides=overrides
+        flow = self._answer_flow(
+            instruction, input, identity, strategy, max_tokens, temperature, seed, timeout
         )
         return self.session.driver().run(flow)
 
@@ -434,13 +455,8 @@ class ExpertPrompter:
         timeout: float | None = None,
     ) -> ExpertAnswer:
         """Async twin of :meth:`answer`."""
-        _check_instruction(instruction)
-        overrides = _overrides(
-            max_tokens=max_tokens, temperature=temperature, seed=seed, timeout=timeout
-        )
-        chosen = self.resolve_strategy(strategy)
-        flow = strategy_flow(
-            self.planner, instruction, input, identity, chosen, overrides=overrides
+        flow = self._answer_flow(
+            instruction, input, identity, strategy, max_tokens, temperature, seed, timeout
         )
         return await self.session.async_driver().run(flow)
 
@@ -473,13 +489,8 @@ class ExpertPrompter:
             also the stream's first-token deadline unless the prompter sets
             ``first_token_timeout`` (not for local models).
         """
-        _check_instruction(instruction)
-        overrides = _overrides(
-            max_tokens=max_tokens, temperature=temperature, seed=seed, timeout=timeout
-        )
-        chosen = self.resolve_strategy(strategy)
-        flow = strategy_flow(
-            self.planner, instruction, input, identity, chosen, stream=True, overrides=overrides
+        flow = self._answer_flow(
+            instruction, input, identity, strategy, max_tokens, temperature, seed, timeout, True
         )
         return AnswerStream(_text_at_least_once(self.session.driver().run_streaming(flow)))
 
@@ -496,13 +507,8 @@ class ExpertPrompter:
         timeout: float | None = None,
     ) -> AsyncAnswerStream:
         """Async twin of :meth:`stream`: ``async for chunk in ep.astream(...)``."""
-        _check_instruction(instruction)
-        overrides = _overrides(
-            max_tokens=max_tokens, temperature=temperature, seed=seed, timeout=timeout
-        )
-        chosen = self.resolve_strategy(strategy)
-        flow = strategy_flow(
-            self.planner, instruction, input, identity, chosen, stream=True, overrides=overrides
+        flow = self._answer_flow(
+            instruction, input, identity, strategy, max_tokens, temperature, seed, timeout, True
         )
 
         async def chunks() -> AsyncGenerator[str | ExpertAnswer, None]:

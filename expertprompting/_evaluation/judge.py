@@ -51,7 +51,7 @@ from .._datasets.outputs import (
 )
 from .._datasets.pool import check_concurrency, run_pool, run_sync
 from .._datasets.progress import Progress, RunStats
-from .._io.session import ModelSession, given, session_config
+from .._io.session import ModelSession, given
 from .._method.errors import ConfigurationError, ExpertPromptingError
 from .._method.planner import Planner
 from .._method.results import Usage
@@ -283,18 +283,12 @@ class Judge:
             budget=budget,
             prices=prices,
         )
-        limits = given(
-            max_total_tokens=max_total_tokens, max_requests=max_requests, max_cost=max_cost
-        )
-        config = session_config(
+        self.session = ModelSession.for_model(
             model,
             settings,
-            limits=limits,
-            retry=retry,
-            connection_given=bool(base_url or api_key or client or async_client),
-        )
-        self.session = ModelSession(
-            config,
+            max_total_tokens=max_total_tokens,
+            max_requests=max_requests,
+            max_cost=max_cost,
             base_url=base_url,
             api_key=api_key,
             client=client,

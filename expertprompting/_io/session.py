@@ -164,6 +164,50 @@ class ModelSession:
         self._sync_lock = threading.Lock()  # threads making their first call at once share one
         self._async_drivers = LoopDrivers()
 
+    @classmethod
+    def for_model(
+        cls,
+        model: str,
+        settings: Mapping[str, Any],
+        *,
+        max_total_tokens: int | None = None,
+        max_requests: int | None = None,
+        max_cost: float | None = None,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        client: openai.OpenAI | None = None,
+        async_client: openai.AsyncOpenAI | None = None,
+        retry: RetrySpec | None = None,
+        token_counter: TokenCounter | None = None,
+        cache: CacheSpec = False,
+    ) -> ModelSession:
+        """A session for ``model`` with the given ``settings`` (only those set), checked.
+
+        The way :class:`~expertprompting.ExpertPrompter` and :class:`~expertprompting.Judge`
+        build theirs: :func:`session_config` checks the settings (a local model first gets
+        its defaults), then the session is made; the run-budget limits become ``budget``.
+        """
+        limits = given(
+            max_total_tokens=max_total_tokens, max_requests=max_requests, max_cost=max_cost
+        )
+        config = session_config(
+            model,
+            settings,
+            limits=limits,
+            retry=retry,
+            connection_given=bool(base_url or api_key or client or async_client),
+        )
+        return cls(
+            config,
+            base_url=base_url,
+            api_key=api_key,
+            client=client,
+            async_client=async_client,
+            retry=retry,
+            token_counter=token_counter,
+            cache=cache,
+        )
+
     @property
     def usage(self) -> Usage:
         """Running totals of every request this session sent (failed attempts included)."""
