@@ -53,7 +53,7 @@ if TYPE_CHECKING:
     from ._method.tokens import TiktokenCounter, TokenCounter, count_tokens
     from ._prompter import AnswerStream, AsyncAnswerStream, ExpertPrompter
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "AnswerStream",
