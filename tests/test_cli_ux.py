@@ -303,7 +303,7 @@ def test_a_real_terminal_sees_no_python_warning_lines(server: FakeOpenAIServer) 
 def test_prompt_needs_no_key_and_loads_no_model(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setattr("expertprompting.cli._local_available", _no_local_model)
+    monkeypatch.setattr("expertprompting.cli._common.local_available", _no_local_model)
     code, out, err = cli(capsys, "prompt", "Tides?", "--json")
     assert (code, err) == (0, "")
     steps = json.loads(out)
@@ -352,7 +352,7 @@ def test_prompt_shows_a_user_strategy(tmp_path: Path, capsys: pytest.CaptureFixt
 def test_batch_file_steps_need_no_key_and_print_no_model_note(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setattr("expertprompting.cli._local_available", _no_local_model)
+    monkeypatch.setattr("expertprompting.cli._common.local_available", _no_local_model)
     source = tmp_path / "in.jsonl"
     source.write_text('{"id": "q1", "instruction": "Tides?"}\n', encoding="utf-8")
     requests = tmp_path / "r1.jsonl"

@@ -312,7 +312,8 @@ def test_cli_timeout_flag_cuts_a_dripping_server(server: FakeOpenAIServer) -> No
     ],
 )
 def test_cli_timeout_flags_reach_the_prompter(flag: str, setting: str) -> None:
-    from expertprompting.cli import _prompter, build_parser
+    from expertprompting.cli import build_parser
+    from expertprompting.cli._common import prompter_from_args as _prompter
 
     url = "http://127.0.0.1:9/v1"
     args = build_parser().parse_args(["answer", "x", "--base-url", url, flag, "7.5"])
@@ -322,7 +323,8 @@ def test_cli_timeout_flags_reach_the_prompter(flag: str, setting: str) -> None:
 
 
 def test_cli_timeout_flag_reaches_the_judge() -> None:
-    from expertprompting.cli import _judge, build_parser
+    from expertprompting.cli import build_parser
+    from expertprompting.cli._evaluation import judge_from_args as _judge
 
     url = "http://127.0.0.1:9/v1"
     args = build_parser().parse_args(["judge", "a.jsonl", "b.jsonl", "--base-url", url])
