@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from ._evaluation.judge import Judge
     from ._evaluation.report import ComparisonReport, build_report
     from ._evaluation.verdicts import PairVerdict, Verdict, parse_verdict, score_pair
-    from ._io.cache import CacheWarning, CachedIdentity, IdentityCache, MemoryCache, SQLiteCache
+    from ._io.cache import CachedIdentity, CacheWarning, IdentityCache, MemoryCache, SQLiteCache
     from ._io.local import LOCAL_DEFAULTS, is_local_model
     from ._io.session import ModelSession
     from ._method.config import ModelPrice, PrompterConfig, RetryPolicy, RunBudget
@@ -56,6 +56,7 @@ if TYPE_CHECKING:
 __version__ = "0.2.0"
 
 __all__ = [
+    "LOCAL_DEFAULTS",
     "AnswerStream",
     "AsyncAnswerStream",
     "BudgetExceededError",
@@ -77,7 +78,6 @@ __all__ = [
     "IdentityCache",
     "ItemResult",
     "Judge",
-    "LOCAL_DEFAULTS",
     "MemoryCache",
     "ModelPrice",
     "ModelSession",
