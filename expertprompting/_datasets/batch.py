@@ -19,7 +19,6 @@ follow the documented format ``{"custom_id", "method": "POST", "url": "/v1/chat/
 
 from __future__ import annotations
 
-import json
 import os
 import warnings
 from collections.abc import AsyncIterator, Iterator, Mapping
@@ -49,7 +48,7 @@ from .._method.results import RequestRecord, Usage
 from .._method.tokens import TiktokenCounter, TokenCounter
 from .._method.wire import ChatRequest, Completion, check_completion, parse_completion
 from .answerer import Answerer
-from .items import DatasetItem, InputProblem, ResultWriter, read_items
+from .items import DatasetItem, InputProblem, JSONRow, ResultWriter, read_items, read_rows
 from .outputs import (
     BATCH_REQUEST_ROWS,
     BATCH_RESULT_ROWS,
@@ -177,36 +176,40 @@ def write_identity_requests(
     return summary
 
 
+def _file_rows(path: str | os.PathLike[str], what: str, expected: str) -> Iterator[JSONRow]:
+    """The rows of a batch file, read by the one JSONL reader; the first bad line is an error."""
+    for row in read_rows(path, what=what):
+        if isinstance(row, InputProblem):
+            raise ConfigurationError(f"{row.path}:{row.line} is not a {expected} ({row.reason}).")
+        yield row
+
+
 def read_results(path: str | os.PathLike[str]) -> dict[str, BatchResult]:
     """A batch result file by ``custom_id`` (a line that is not JSON is an error naming it)."""
     results: dict[str, BatchResult] = {}
-    with Path(path).open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-                custom_id = str(row["custom_id"])
-            except (json.JSONDecodeError, KeyError, TypeError) as exc:
-                raise ConfigurationError(
-                    f"{path}:{number} is not a batch result line ({exc}); expected "
-                    '{"custom_id": ..., "response": {"status_code": ..., "body": ...}}.'
-                ) from exc
-            response = row.get("response") or {}
-            error = row.get("error")
-            status_code = response.get("status_code")
-            batch_api = str(row.get("id") or "").startswith("batch_req_")
-            if error:
-                message = error.get("message") if isinstance(error, dict) else str(error)
-                results[custom_id] = BatchResult(custom_id, None, f"batch error: {message}")
-            elif status_code != 200:
-                body = response.get("body")
-                detail = body.get("error", {}).get("message") if isinstance(body, dict) else body
-                results[custom_id] = BatchResult(
-                    custom_id, None, f"HTTP {status_code}: {detail or 'no detail'}"
-                )
-            else:
-                results[custom_id] = BatchResult(custom_id, response.get("body"), None, batch_api)
+    for number, row in _file_rows(path, "batch result file", "batch result line"):
+        if not isinstance(row, dict) or "custom_id" not in row:
+            raise ConfigurationError(
+                f"{path}:{number} is not a batch result line (no custom_id); expected "
+                '{"custom_id": ..., "response": {"status_code": ..., "body": ...}}.'
+            )
+        custom_id = str(row["custom_id"])
+        response = row.get("response")
+        response = response if isinstance(response, dict) else {}
+        error = row.get("error")
+        status_code = response.get("status_code")
+        batch_api = str(row.get("id") or "").startswith("batch_req_")
+        if error:
+            message = error.get("message") if isinstance(error, dict) else str(error)
+            results[custom_id] = BatchResult(custom_id, None, f"batch error: {message}")
+        elif status_code != 200:
+            body = response.get("body")
+            detail = body.get("error", {}).get("message") if isinstance(body, dict) else body
+            results[custom_id] = BatchResult(
+                custom_id, None, f"HTTP {status_code}: {detail or 'no detail'}"
+            )
+        else:
+            results[custom_id] = BatchResult(custom_id, response.get("body"), None, batch_api)
     return results
 
 
@@ -366,26 +369,17 @@ def assemble(
 
 # -- engines ------------------------------------------------------------------------------------
 def _request_rows(path: Path) -> list[dict[str, Any]]:
-    try:
-        text = path.read_text("utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigurationError(f"Cannot read the request file {path}: {_reason(exc)}.") from exc
     rows = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-            if not isinstance(row, dict) or not {"custom_id", "url", "body"} <= set(row):
-                raise ValueError("missing custom_id, url or body")
-            if not isinstance(row["body"], dict):
-                raise ValueError("its body is not a JSON object")
-            if str(row["url"]) != BATCH_ENDPOINT:
-                raise ValueError(f"url {row['url']!r}: only {BATCH_ENDPOINT} is run")
-        except (ValueError, TypeError) as exc:
-            raise ConfigurationError(
-                f"{path}:{number} is not a batch request line ({exc})."
-            ) from exc
+    for number, row in _file_rows(path, "request file", "batch request line"):
+        problem = None
+        if not isinstance(row, dict) or not {"custom_id", "url", "body"} <= set(row):
+            problem = "missing custom_id, url or body"
+        elif not isinstance(row["body"], dict):
+            problem = "its body is not a JSON object"
+        elif str(row["url"]) != BATCH_ENDPOINT:
+            problem = f"url {row['url']!r}: only {BATCH_ENDPOINT} is run"
+        if problem is not None:
+            raise ConfigurationError(f"{path}:{number} is not a batch request line ({problem}).")
         rows.append(row)
     return rows
 
