@@ -4,7 +4,9 @@
 and the model list) that the real ``openai`` SDK, sync or async, talks to it over real sockets.
 Tests script what each chat request gets back (content, finish reason, usage, HTTP errors with
 headers, malformed bodies, delays, replies dripped slowly or stalled, dropped connections) and
-inspect every request that arrived.
+inspect every request that arrived. With ``limits=ProviderLimits(...)`` it also enforces
+provider-style rate limits (short windows, refused requests counted, ``max_tokens`` reserved,
+``x-ratelimit-*`` headers), so clients can be tried against what providers really do.
 Only the standard library is used, and the server listens on 127.0.0.1 only by default.
 
 >>> from expertprompting.testing import FakeOpenAIServer, Reply
@@ -22,6 +24,7 @@ import email.policy
 import functools
 import itertools
 import json
+import math
 import random
 import re
 import select
@@ -33,13 +36,22 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
-from typing import Any, Literal, cast
+from typing import TYPE_CHECKING, Any, Literal, cast
 
+from ._method.errors import ConfigurationError
+from ._method.model_table import lookup_model
 from ._method.tokens import DEFAULT_ENCODING, TiktokenCounter, get_encoding, known_encoding_name
 
-__all__ = ["FakeOpenAIServer", "RecordedRequest", "Reply"]
+if TYPE_CHECKING:
+    import argparse
+
+__all__ = ["FakeOpenAIServer", "LimitStats", "ProviderLimits", "RecordedRequest", "Reply"]
 
 CHAT_PATH = "/v1/chat/completions"
+LIMIT_STATS_PATH = "/fake/limit-stats"  # GET: the LimitStats as JSON, for servers in a subprocess
+# What a request without max_tokens reserves when the model table does not know its model: the
+# output cap of gpt-4o and gpt-4o-mini, which providers reserve in full.
+UNKNOWN_MODEL_MAX_OUTPUT = 16_384
 FAKE_MODEL = "fake-model"
 _ECHO_CHARS = 200
 
@@ -91,6 +103,233 @@ class Reply:
     fault: Literal["drop"] | None = None
     usage: dict[str, int] | None = None
     model: str | None = None
+
+
+@dataclass(frozen=True)
+class ProviderLimits:
+    """Provider-style rate limits for ``FakeOpenAIServer(limits=...)``: off unless given.
+
+    ``rpm`` and ``tpm`` are the per-minute figures (either may be None: not limited). As
+    providers do, they are enforced over short windows: each is a bucket holding ``window``
+    seconds' share of the limit (``rpm * window / 60`` requests, ``tpm * window / 60`` tokens),
+    full at the start and refilled continuously at the per-minute rate. So a full bucket admits a
+    burst of one window's share at once, and after that the steady rate; a client that paces
+    itself to the limit with a burst of at most a window's share is never refused.
+
+    A chat request is admitted when the requests bucket holds at least one request and the
+    tokens bucket at least its tokens (or, for a request bigger than a whole window's share, when
+    the bucket is full; it then goes into debt, repaid before the next request). Its tokens,
+    counted before it runs, are its prompt tokens (counted as the usage reports them) plus
+    ``max_completion_tokens`` or ``max_tokens`` times ``n``; a request that names neither
+    reserves the model's maximum output (16384 for gpt-4o-mini and unknown models), as
+    providers do. Tokens are not given back when the answer is shorter. A request over a limit
+    gets HTTP 429, and a refused request still takes its request from the bucket (providers
+    count failed requests too: resending at once digs the hole deeper, down to one window's
+    share below empty); refused requests
+    take no tokens. A request with more tokens than ``tpm`` can never run: its 429 says so and
+    carries no ``retry-after``.
+
+    With ``headers`` (the default) every chat reply, 200 or 429, carries OpenAI's header
+    families: ``x-ratelimit-limit-{requests,tokens}`` (the per-minute figures),
+    ``x-ratelimit-remaining-*`` (what the bucket holds, scaled to a minute, so it reads against
+    the limit and is 0 when the bucket is empty) and ``x-ratelimit-reset-*`` (the time until the
+    bucket is full again, "resets to its initial state" in OpenAI's words, in the providers'
+    duration format such as ``20ms``, ``1.5s``, ``6m0s``). A family whose limit is None is not
+    sent. A 429's ``retry-after`` (seconds, with decimals) is sent with or without ``headers``.
+    """
+
+    rpm: int | None = None
+    tpm: int | None = None
+    window: float = 1.0
+    headers: bool = True
+
+    def __post_init__(self) -> None:
+        if self.rpm is None and self.tpm is None:
+            raise ConfigurationError("ProviderLimits needs rpm, tpm or both.")
+        for name, value in (("rpm", self.rpm), ("tpm", self.tpm)):
+            if value is not None and (isinstance(value, bool) or not value > 0):
+                raise ConfigurationError(f"ProviderLimits {name} must be positive, got {value!r}.")
+        if not (self.window > 0 and math.isfinite(self.window)):
+            raise ConfigurationError(
+                f"ProviderLimits window must be a positive number of seconds, got {self.window!r}."
+            )
+
+
+@dataclass(frozen=True)
+class LimitStats:
+    """What a server with ``limits`` did so far (``FakeOpenAIServer.limit_stats``).
+
+    ``accepted`` chat requests ran; ``refused`` got a 429 (``refused_requests`` of them for the
+    request limit, ``refused_tokens`` for the token limit); ``tokens`` is what the accepted ones
+    were counted for (prompt plus reserved output). All zero without limits.
+    """
+
+    accepted: int = 0
+    refused: int = 0
+    refused_requests: int = 0
+    refused_tokens: int = 0
+    tokens: int = 0
+
+
+def format_duration(seconds: float) -> str:
+    """A duration as providers write it in ``x-ratelimit-reset-*``: ``20ms``, ``1.5s``,
+    ``6m0s``, ``1m30.5s``, ``1h0m0s`` (Go's style, at millisecond resolution, rounded up so a
+    client that waits that long is never early)."""
+    # round() first: 0.02 * 1000 is 20.000000000000004, which must not become 21 ms
+    ms = max(math.ceil(round(seconds * 1000, 6)), 0)
+    if ms == 0:
+        return "0s"
+    if ms < 1000:
+        return f"{ms}ms"
+    hours, ms = divmod(ms, 3_600_000)
+    minutes, ms = divmod(ms, 60_000)
+    secs = f"{ms // 1000}.{ms % 1000:03d}".rstrip("0").rstrip(".") + "s"
+    if hours:
+        return f"{hours}h{minutes}m{secs}"
+    return f"{minutes}m{secs}" if minutes else secs
+
+
+def _seconds(seconds: float) -> str:
+    """A ``retry-after`` value: seconds with up to three decimals, rounded up, at least 1 ms."""
+    ms = max(math.ceil(round(seconds * 1000, 6)), 1)
+    return f"{ms // 1000}.{ms % 1000:03d}".rstrip("0").rstrip(".")
+
+
+class _Bucket:
+    """One limit: ``window`` seconds' share of a per-minute figure, refilled continuously."""
+
+    def __init__(self, per_minute: int, window: float, now: float) -> None:
+        self.per_minute = per_minute
+        self.rate = per_minute / 60.0
+        self.capacity = per_minute * window / 60.0
+        self.level = self.capacity
+        self.stamp = now
+
+    def refill(self, now: float) -> None:
+        if now > self.stamp:
+            self.level = min(self.capacity, self.level + (now - self.stamp) * self.rate)
+            self.stamp = now
+
+    def _need(self, cost: float) -> float:
+        # a cost over the whole bucket is let through when the bucket is full (then owed)
+        return min(cost, self.capacity)
+
+    def fits(self, cost: float) -> bool:
+        # a float-sized tolerance: refills of exactly one request must not fall 1e-16 short
+        return self.level >= self._need(cost) - 1e-9 * max(self.capacity, 1.0)
+
+    def wait(self, cost: float) -> float:
+        """Seconds until ``cost`` fits."""
+        return max(self._need(cost) - self.level, 0.0) / self.rate
+
+    def remaining(self) -> int:
+        """What the bucket holds, scaled to a minute (0 when it is empty or in debt)."""
+        # round() first: 0.85 * 60000 is 50999.99999999999, which must read 51000
+        scaled = math.floor(round(max(self.level, 0.0) / self.capacity * self.per_minute, 6))
+        return min(scaled, self.per_minute)
+
+    def headers(self, kind: str) -> dict[str, str]:
+        return {
+            f"x-ratelimit-limit-{kind}": str(self.per_minute),
+            f"x-ratelimit-remaining-{kind}": str(self.remaining()),
+            f"x-ratelimit-reset-{kind}": format_duration((self.capacity - self.level) / self.rate),
+        }
+
+
+@dataclass(frozen=True)
+class _Admission:
+    """The limiter's answer to one chat request: headers to send, and a 429's body if refused."""
+
+    headers: dict[str, str]
+    refusal: dict[str, Any] | None = None
+
+
+class _Limiter:
+    """The buckets of ``ProviderLimits`` and their counts; thread-safe."""
+
+    def __init__(self, limits: ProviderLimits, clock: Callable[[], float]) -> None:
+        self.limits = limits
+        self._clock = clock
+        self._lock = threading.Lock()
+        now = clock()
+        self._requests = None if limits.rpm is None else _Bucket(limits.rpm, limits.window, now)
+        self._tokens = None if limits.tpm is None else _Bucket(limits.tpm, limits.window, now)
+        self._stats = LimitStats()
+
+    @property
+    def stats(self) -> LimitStats:
+        with self._lock:
+            return self._stats
+
+    def _headers(self) -> dict[str, str]:
+        headers: dict[str, str] = {}
+        if self.limits.headers:
+            for kind, bucket in (("requests", self._requests), ("tokens", self._tokens)):
+                if bucket is not None:
+                    headers.update(bucket.headers(kind))
+        return headers
+
+    def admit(self, tokens: int, model: str) -> _Admission:
+        with self._lock:
+            now = self._clock()
+            requests, token_bucket = self._requests, self._tokens
+            for bucket in (requests, token_bucket):
+                if bucket is not None:
+                    bucket.refill(now)
+            too_large = token_bucket is not None and tokens > token_bucket.per_minute
+            kind: Literal["requests", "tokens"] | None = None
+            if requests is not None and not requests.fits(1):
+                kind = "requests"
+            elif token_bucket is not None and (too_large or not token_bucket.fits(tokens)):
+                kind = "tokens"
+            if requests is not None:
+                # refused or not, a request counts; refusals dig at most one window's share
+                # deep, so a client that waits the retry-after it was told gets through
+                requests.level -= 1
+                if kind is not None:
+                    requests.level = max(requests.level, -requests.capacity)
+            stats = self._stats
+            if kind is None:
+                if token_bucket is not None:
+                    token_bucket.level -= tokens
+                self._stats = dataclasses.replace(
+                    stats, accepted=stats.accepted + 1, tokens=stats.tokens + tokens
+                )
+                return _Admission(self._headers())
+            self._stats = dataclasses.replace(
+                stats,
+                refused=stats.refused + 1,
+                refused_requests=stats.refused_requests + (kind == "requests"),
+                refused_tokens=stats.refused_tokens + (kind == "tokens"),
+            )
+            headers = self._headers()
+            if too_large and kind == "tokens":
+                assert token_bucket is not None
+                message = (
+                    f"Request too large for {model} on tokens per min (TPM): Limit "
+                    f"{token_bucket.per_minute}, Requested {tokens}. The input or output tokens "
+                    "must be reduced in order to run successfully."
+                )
+            else:
+                wait = max(
+                    requests.wait(1) if requests is not None else 0.0,
+                    token_bucket.wait(tokens)
+                    if token_bucket is not None and not too_large
+                    else 0.0,
+                )
+                headers["retry-after"] = _seconds(wait)
+                bucket = requests if kind == "requests" else token_bucket
+                assert bucket is not None
+                used = bucket.per_minute - bucket.remaining()
+                asked = 1 if kind == "requests" else tokens
+                unit = "RPM" if kind == "requests" else "TPM"
+                message = (
+                    f"Rate limit reached for {model} on {kind} per min ({unit}): Limit "
+                    f"{bucket.per_minute}, Used {used}, Requested {asked}. Please try again in "
+                    f"{format_duration(wait)}."
+                )
+            error = {"message": message, "type": kind, "param": None, "code": "rate_limit_exceeded"}
+            return _Admission(headers, {"error": error})
 
 
 @functools.lru_cache(maxsize=64)
@@ -198,10 +437,22 @@ class _Handler(BaseHTTPRequestHandler):
                 query=query,
             )
             self.fake._record(req)
+            chat = self.command == "POST" and path == CHAT_PATH
+            # limits are applied on arrival, as a provider's gateway does, before any latency
+            admission = self.fake._admit(req) if chat else None
             if self.fake.latency > 0:
                 time.sleep(self.fake.latency)
-            if self.command == "POST" and path == CHAT_PATH:
-                self._chat(req, self.fake._next_reply(req))
+            if admission is not None and admission.refusal is not None:
+                self._send_json(429, admission.refusal, admission.headers)
+            elif chat:
+                reply = self.fake._next_reply(req)
+                if admission is not None and admission.headers:  # a scripted header wins
+                    reply = dataclasses.replace(
+                        reply, headers={**admission.headers, **reply.headers}
+                    )
+                self._chat(req, reply)
+            elif self.command == "GET" and path == LIMIT_STATS_PATH:
+                self._send_json(200, dataclasses.asdict(self.fake.limit_stats))
             elif path.startswith(("/v1/files", "/v1/batches")):
                 self._batch_api(req)
             elif self.command == "GET" and path == "/v1/models":
@@ -367,15 +618,29 @@ class FakeOpenAIServer:
     ``latency`` seconds are added before every response; ``record=False`` keeps no requests
     (for long benchmark runs). Use it as a context manager, or call ``start()`` and ``stop()``.
     ``python -m expertprompting.testing`` serves one from the command line.
+
+    ``limits=ProviderLimits(...)`` enforces provider-style rate limits on chat requests (see
+    :class:`ProviderLimits`; Batch API requests are not limited); ``limit_stats`` counts what
+    they did, also served as JSON at ``GET /fake/limit-stats``. ``clock`` (default
+    ``time.monotonic``) is the limits' time, so tests can move it by hand.
     """
 
     def __init__(
-        self, host: str = "127.0.0.1", port: int = 0, latency: float = 0.0, record: bool = True
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        latency: float = 0.0,
+        record: bool = True,
+        *,
+        limits: ProviderLimits | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.host = host
         self.port = port
         self.latency = latency
         self.record = record
+        self.clock = clock
+        self._limiter = None if limits is None else _Limiter(limits, clock)
         self.responder: Callable[[RecordedRequest], Reply] = self.default_responder
         self._lock = threading.Lock()
         self._queue: deque[Reply] = deque()
@@ -464,12 +729,25 @@ class FakeOpenAIServer:
         with self._lock:
             return len(self._connections)
 
+    @property
+    def limits(self) -> ProviderLimits | None:
+        """The rate limits enforced, or None."""
+        return None if self._limiter is None else self._limiter.limits
+
+    @property
+    def limit_stats(self) -> LimitStats:
+        """Chat requests accepted and refused under ``limits``, and tokens counted (a snapshot)."""
+        return LimitStats() if self._limiter is None else self._limiter.stats
+
     def reset(self) -> None:
-        """Forget queued replies and recorded requests; restore the default responder."""
+        """Forget queued replies and recorded requests; restore the default responder; refill
+        the limits' buckets and zero their counts."""
         with self._lock:
             self._queue.clear()
             self._requests.clear()
         self.responder = self.default_responder
+        if self._limiter is not None:
+            self._limiter = _Limiter(self._limiter.limits, self.clock)
 
     def default_responder(self, req: RecordedRequest) -> Reply:
         """Echo the last user message ("Echo: " + its first 200 characters).
@@ -593,6 +871,27 @@ class FakeOpenAIServer:
             "total_tokens": prompt + completion,
         }
 
+    def _admit(self, req: RecordedRequest) -> _Admission | None:
+        """Count a chat request against the limits (None: there are none)."""
+        limiter = self._limiter
+        if limiter is None:
+            return None
+        model = _request_model(req)
+        return limiter.admit(self._reserved_tokens(req, model), model)
+
+    def _reserved_tokens(self, req: RecordedRequest, model: str) -> int:
+        """Prompt tokens plus the output the request may produce, as providers reserve it."""
+        body = req.json if isinstance(req.json, dict) else {}
+        prompt = _counter(model).count_messages(req.messages)
+        caps = (body.get("max_completion_tokens"), body.get("max_tokens"))
+        cap = next((c for c in caps if isinstance(c, int) and not isinstance(c, bool)), None)
+        if cap is None:  # no cap asked: the model's maximum output is reserved
+            info = lookup_model(model)
+            cap = UNKNOWN_MODEL_MAX_OUTPUT if info is None else info.max_output_tokens
+        n = body.get("n")
+        choices = n if isinstance(n, int) and not isinstance(n, bool) and n > 1 else 1
+        return prompt + max(cap, 0) * choices
+
     def _next_reply(self, req: RecordedRequest) -> Reply:
         with self._lock:
             reply = self._queue.popleft() if self._queue else None
@@ -643,8 +942,8 @@ def faulty_responder(
     return respond
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Serve a FakeOpenAIServer until interrupted: ``python -m expertprompting.testing``."""
+def build_parser() -> argparse.ArgumentParser:
+    """The arguments of ``python -m expertprompting.testing``."""
     import argparse
 
     parser = argparse.ArgumentParser(
@@ -659,10 +958,51 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--drip", type=float, default=0.0, help="seconds between the bytes of every reply's body"
     )
+    limits = parser.add_argument_group(
+        "provider-style rate limits (off unless --rpm or --tpm is given)"
+    )
+    limits.add_argument("--rpm", type=int, default=None, help="requests per minute")
+    limits.add_argument("--tpm", type=int, default=None, help="tokens per minute")
+    limits.add_argument(
+        "--window",
+        type=float,
+        default=None,
+        help="seconds over which the per-minute limits are enforced (default 1)",
+    )
+    limits.add_argument(
+        "--no-rate-headers",
+        dest="rate_headers",
+        action="store_false",
+        help="send no x-ratelimit-* headers (429s still carry retry-after)",
+    )
+    return parser
+
+
+def limits_from_args(args: argparse.Namespace) -> ProviderLimits | None:
+    """The ``ProviderLimits`` the command line asks for, or None; a one-line
+    ``ConfigurationError`` naming the flag when a value is wrong."""
+    if args.rpm is None and args.tpm is None:
+        if args.window is not None or not args.rate_headers:
+            raise ConfigurationError("--window and --no-rate-headers need --rpm or --tpm.")
+        return None
+    for flag, value in (("--rpm", args.rpm), ("--tpm", args.tpm), ("--window", args.window)):
+        if value is not None and not (value > 0 and math.isfinite(value)):
+            raise ConfigurationError(f"{flag} must be positive, got {value}.")
+    window = 1.0 if args.window is None else args.window
+    return ProviderLimits(rpm=args.rpm, tpm=args.tpm, window=window, headers=args.rate_headers)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Serve a FakeOpenAIServer until interrupted: ``python -m expertprompting.testing``."""
+    parser = build_parser()
     args = parser.parse_args(argv)
+    try:
+        limits = limits_from_args(args)
+    except ConfigurationError as exc:
+        parser.error(str(exc))
     if args.host not in ("127.0.0.1", "::1", "localhost"):
         parser.error("the test server only serves loopback addresses")
-    server = FakeOpenAIServer(args.host, args.port, args.latency, record=False)
+    server = FakeOpenAIServer(args.host, args.port, args.latency, record=False, limits=limits)
     if args.faults:
         server.responder = faulty_responder(server.default_responder, args.faults, args.seed)
     if args.drip:
