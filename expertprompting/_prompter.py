@@ -200,8 +200,8 @@ class ExpertPrompter:
             chat turns (``"chat"``).
         :param identity_stop: Stop sequences of the identity request (default none).
         :param n_experts: Multi-expert: how many experts answer (2 to 10, default 3).
-        :param max_tokens: Cap on the answer's length (default: what the model and the context
-            window allow).
+        :param max_tokens: Cap on the answer's length (default 2048), clamped to the model's
+            output limit and the context window; a large number asks for the model's maximum.
         :param context_window: The model's context window; needed for models outside the
             model table.
         :param margin_tokens: Kept free in the context window (default 16).

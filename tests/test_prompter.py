@@ -54,7 +54,7 @@ def test_answer_sends_exactly_two_requests_and_reports_server_usage(
     assert first["model"] == second["model"] == "gpt-4o-mini"
     assert first["max_tokens"] == 400
     prompt2 = count_tokens(second["messages"], model="gpt-4o-mini")
-    assert second["max_tokens"] == min(16_384, 128_000 - prompt2 - 16)
+    assert second["max_tokens"] == min(2048, 128_000 - prompt2 - 16)  # the default answer cap
     assert (r.instruction, r.input, r.expert_identity, r.answer) == (
         INSTRUCTION,
         None,

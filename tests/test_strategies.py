@@ -91,7 +91,7 @@ def test_multi_expert_sends_n_plus_2_requests_and_keeps_every_answer(
     aggregate = server.chat_requests[4].json["messages"]
     assert aggregate[0]["content"].count("[Response ") == 3
     assert server.chat_requests[4].json["max_tokens"] == min(
-        16_384, 128_000 - count_tokens(aggregate, model="gpt-4o-mini") - 16
+        2048, 128_000 - count_tokens(aggregate, model="gpt-4o-mini") - 16
     )
 
 

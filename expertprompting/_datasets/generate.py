@@ -81,6 +81,11 @@ class GenerateSummary(BaseModel):
     )
     input_problems: int = Field(default=0, description="Input rows that are not usable items.")
     identities_cached: int = 0
+    truncated: int = Field(
+        default=0,
+        description="Answers written that were cut at the answer cap (finish_reason 'length'); "
+        "a larger max_tokens lets them finish.",
+    )
     usage: Usage = Field(default_factory=Usage)
     seconds: float = 0.0
     interrupted: bool = False
@@ -97,6 +102,8 @@ class GenerateSummary(BaseModel):
             parts.append(f"{self.duplicates} duplicate ids skipped")
         if self.input_problems:
             parts.append(f"{self.input_problems} bad input rows")
+        if self.truncated:
+            parts.append(f"{self.truncated} cut at the answer cap")
         parts += [
             f"{self.identities_cached} identities from cache",
             f"{self.usage.requests} requests",
@@ -433,6 +440,7 @@ class _Job:
             summary.done = stats.done
             summary.failed = stats.failed
             summary.identities_cached = stats.cached
+            summary.truncated = stats.truncated
             summary.usage = stats.usage
             summary.seconds = stats.seconds
         self._close(writer, error_log, temp, quietly=False)

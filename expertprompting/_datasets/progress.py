@@ -19,6 +19,7 @@ class RunStats:
     done: int = 0
     failed: int = 0
     cached: int = 0
+    truncated: int = 0  # answers cut at their max_tokens (finish_reason "length")
     usage: Usage = field(default_factory=Usage)
     started: float = field(default_factory=time.monotonic)
 
@@ -32,6 +33,7 @@ class RunStats:
             return
         self.done += 1
         self.cached += int(result.identity_cached)
+        self.truncated += int(result.truncated)
         self.usage = self.usage + result.usage
 
 

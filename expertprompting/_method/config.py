@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from .results import Strategy
 
 __all__ = [
+    "DEFAULT_ANSWER_MAX_TOKENS",
     "CallOverrides",
     "Deadlines",
     "IdentityLayout",
@@ -18,6 +19,14 @@ __all__ = [
     "RetryPolicy",
     "RunBudget",
 ]
+
+DEFAULT_ANSWER_MAX_TOKENS = 2048
+"""The answer cap when ``max_tokens`` is not set (None), still clamped to the model's output
+limit and the context window. Not the model's maximum: providers reserve a request's
+``max_tokens`` against a tokens-per-minute limit before it runs, so a 16k cap admits a seventh
+of the requests a 2k cap does, while answers to instructions are a few hundred tokens
+(docs/performance.md, "The default answer cap", has the figures). Pass a larger ``max_tokens``
+(e.g. 1_000_000: the cap is clamped to what the model allows) for the model's maximum."""
 
 IdentityLayout = Literal["text", "chat"]
 """How the identity prompt shows its exemplars: one text block, or few-shot chat turns."""
@@ -88,7 +97,10 @@ class PrompterConfig(BaseModel):
         default=400, ge=16, description="Cap on the identity's length (about 180 words fit 250)."
     )
     max_tokens: int | None = Field(
-        default=None, ge=1, description="Cap on the answer's length; None: what the model allows."
+        default=None,
+        ge=1,
+        description="Cap on the answer's length, clamped to the model's output limit and the "
+        f"context window; None: the default cap, {DEFAULT_ANSWER_MAX_TOKENS} tokens.",
     )
     context_window: int | None = Field(
         default=None, ge=64, description="Overrides the model table (needed for unknown models)."

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from .config import CallOverrides, PrompterConfig
+from .config import DEFAULT_ANSWER_MAX_TOKENS, CallOverrides, PrompterConfig
 from .errors import ConfigurationError, TokenBudgetError, UnknownModelWarning
 from .exemplars import Exemplar, ExemplarIndex, select_exemplars
 from .model_table import lookup_model
@@ -281,11 +281,15 @@ class Planner:
         )
         return self.overridden(request, overrides)
 
-    def answer_cap(self, overrides: CallOverrides | None = None) -> int | None:
+    def answer_cap(self, overrides: CallOverrides | None = None) -> int:
         """The cap on an answer's ``max_tokens`` before the context window clamps it: the
-        call's override, else the prompter's ``max_tokens``, else the model's output limit."""
+        call's override, else the prompter's ``max_tokens``, else
+        :data:`~expertprompting._method.config.DEFAULT_ANSWER_MAX_TOKENS`; never more than
+        the model's output limit, when the model table knows it (a larger number asks for
+        the model's maximum)."""
         wanted = overrides.max_tokens if overrides is not None else None
-        return wanted or self.config.max_tokens or self.max_output_tokens
+        cap = wanted or self.config.max_tokens or DEFAULT_ANSWER_MAX_TOKENS
+        return cap if self.max_output_tokens is None else min(cap, self.max_output_tokens)
 
     def overridden(self, request: ChatRequest, overrides: CallOverrides | None) -> ChatRequest:
         """``request`` with one call's sampling (temperature, seed) and timeout overrides.
@@ -320,9 +324,10 @@ class Planner:
 
         Five parts of six hex digits joined by ``-``, in this order: the template sources, the
         exemplar pool, the sampling settings (temperature, top_p, seed, repeat_penalty and the
-        token caps), the planning limits (exemplars shown and their budget, identity layout,
-        number of experts, context window and margin) and the answer-cleaning flag; so two
-        fingerprints also tell which of these differ. With ``strategy``, only what that strategy
+        token caps, the answer's as :meth:`answer_cap` makes it), the planning limits
+        (exemplars shown and their budget, identity layout, number of experts, context window
+        and margin) and the answer-cleaning flag; so two fingerprints also tell which of these
+        differ. With ``strategy``, only what that strategy
         uses counts (a vanilla run is the same whatever the exemplars); without, everything.
         Connection settings (API key, base URL, timeouts, retries, budgets) never count.
         Output files record it, so a resumed run can tell it would mix different runs.
@@ -345,7 +350,9 @@ class Planner:
             "top_p": c.top_p,
             "seed": c.seed,
             "repeat_penalty": c.repeat_penalty,
-            "max_tokens": c.max_tokens,
+            # the effective cap, so a default and the same number given are one run, and a
+            # change of the default is told apart from the outputs it made
+            "max_tokens": self.answer_cap(),
         }
         planning: dict[str, Any] = {
             "context_window": self.context_window,

@@ -107,6 +107,7 @@ def cmd_answer(args: argparse.Namespace) -> int:
             out.write(chunk)
             out.flush()
         out.write("\n")
+        result = stream.result
     else:
         result = ep.answer(instruction, args.input)
         if args.json:
@@ -117,6 +118,12 @@ def cmd_answer(args: argparse.Namespace) -> int:
                 out.write(_styled(result.expert_identity, "2", out) + "\n\n")
                 out.write(_styled("Answer:", "1", out) + "\n")
             out.write(result.answer + "\n")
+    if result.truncated:
+        # the cap before the context window clamps it; the note says how to lift it
+        NOTES.add(
+            f"the answer was cut off at the answer cap of {ep.planner.answer_cap()} tokens; "
+            "pass a larger --max-tokens to let it finish"
+        )
     if args.verbose:
         print(_usage_line(ep.usage), file=sys.stderr)
     return 0

@@ -425,7 +425,7 @@ def add_model_options(
             "--max-tokens",
             type=positive_int,
             metavar="N",
-            help="cap on the answer's length, in tokens",
+            help="cap on the answer's length, in tokens (default 2048; 512 for the bundled model)",
         )
     if seed:
         group.add_argument(

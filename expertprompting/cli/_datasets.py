@@ -14,6 +14,7 @@ from typing import Any
 
 from ._common import (
     ABSENT,
+    NOTES,
     UsageError,
     add_model_options,
     positive_int,
@@ -73,6 +74,13 @@ def cmd_generate(args: argparse.Namespace) -> int:
         sys.stdout.write(summary.model_dump_json(indent=2) + "\n")
     else:
         print(summary.line(), file=sys.stderr)
+    if summary.truncated:
+        # a resumed run must keep its cap (the fingerprint holds it): a new output file
+        NOTES.add(
+            f"{summary.truncated} answer{'' if summary.truncated == 1 else 's'} cut off at the "
+            f"answer cap of {ep.planner.answer_cap()} tokens; a larger --max-tokens (with "
+            "another -o) lets them finish"
+        )
     return 1 if summary.failed or summary.stopped_early else 0
 
 
