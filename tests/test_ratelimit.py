@@ -20,7 +20,7 @@ class Clock:
 
 
 def test_bucket_refills_continuously() -> None:
-    bucket = TokenBucket(60, now=0.0)  # one a second
+    bucket = TokenBucket(60, now=0.0, burst_seconds=60)  # one a second; a minute's burst
     for _ in range(60):
         assert bucket.wait_time(1, 0.0) == 0
         bucket.take(1, 0.0)
@@ -31,7 +31,7 @@ def test_bucket_refills_continuously() -> None:
 
 
 def test_give_back_is_capped_at_capacity() -> None:
-    bucket = TokenBucket(100, now=0.0)
+    bucket = TokenBucket(100, now=0.0, burst_seconds=60)
     bucket.take(30, 0.0)
     bucket.give_back(50, 0.0)
     assert bucket.level == 100
@@ -61,7 +61,7 @@ async def test_async_waiters_are_served_in_order_at_the_rate(
 ) -> None:
     clock = Clock()
     _fake_async_sleep(clock, monkeypatch)
-    limiter = RateLimiter(rpm=60, clock=clock)  # 60 at once, then one a second
+    limiter = RateLimiter(rpm=60, burst_seconds=60, pace=1, clock=clock)  # 60, then 1/s
     served: list[int] = []
 
     async def worker(n: int) -> None:
@@ -76,7 +76,7 @@ async def test_async_waiters_are_served_in_order_at_the_rate(
 
 async def test_settle_gives_back_unused_tokens() -> None:
     clock = Clock()
-    limiter = RateLimiter(tpm=1000, clock=clock)
+    limiter = RateLimiter(tpm=1000, burst_seconds=60, clock=clock)
     permit = await limiter.acquire(800)
     assert limiter.tokens is not None
     assert limiter.tokens.level == pytest.approx(200)
@@ -102,7 +102,7 @@ async def test_a_pause_holds_every_worker(monkeypatch: pytest.MonkeyPatch) -> No
 def test_sync_acquire_waits_with_time_sleep(monkeypatch: pytest.MonkeyPatch) -> None:
     clock = Clock()
     monkeypatch.setattr("time.sleep", lambda s: setattr(clock, "now", clock.now + s))
-    limiter = RateLimiter(rpm=2, clock=clock)
+    limiter = RateLimiter(rpm=2, burst_seconds=60, pace=1, clock=clock)
     for _ in range(3):
         limiter.acquire_sync(1)
     assert clock.now - 1000.0 == pytest.approx(30.0)  # the third waited half a minute
@@ -112,7 +112,7 @@ async def test_a_cancelled_waiter_does_not_block_the_queue(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     clock = Clock()
-    limiter = RateLimiter(rpm=1, clock=clock)
+    limiter = RateLimiter(rpm=1, pace=1, clock=clock)
     await limiter.acquire(0)  # the bucket is now empty for a minute
     waiter = asyncio.create_task(limiter.acquire(0))
     await asyncio.sleep(0.01)
@@ -125,7 +125,7 @@ async def test_a_cancelled_waiter_does_not_block_the_queue(
 
 def test_threads_never_take_more_than_the_buckets_allow() -> None:
     clock = Clock()
-    limiter = RateLimiter(rpm=50, tpm=5000, clock=clock)
+    limiter = RateLimiter(rpm=50, tpm=5000, burst_seconds=60, clock=clock)
     taken: list[int] = []
     lock = threading.Lock()
 

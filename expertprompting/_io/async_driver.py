@@ -17,9 +17,9 @@ from .._method.wire import ChatRequest, Exchange, StreamAssembler, parse_complet
 from .attempts import AttemptTracker
 from .budget import BudgetLedger
 from .cache import IdentityCache, remember_identity, reuse_identity
-from .ratelimit import RateLimiter
+from .ratelimit import Headers, RateLimiter
 from .retry import RetrySpec, async_retrying
-from .transport import AsyncTransport
+from .transport import AsyncTransport, reply_headers
 
 __all__ = ["AsyncDriver"]
 
@@ -32,6 +32,15 @@ async def _first_text(chunks: AsyncIterator[Any], assembler: StreamAssembler) ->
         if text:
             return text
     return ""
+
+
+async def _complete(transport: AsyncTransport, request: ChatRequest) -> tuple[Any, Headers | None]:
+    """The reply and its HTTP headers (None from a transport that has none, e.g. local)."""
+    with_headers = getattr(transport, "complete_with_headers", None)
+    if with_headers is None:
+        return await transport.complete(request), None
+    reply, headers = await with_headers(request)
+    return reply, headers
 
 
 async def _close(stream: Any) -> None:
@@ -87,13 +96,12 @@ class AsyncDriver:
                         else None
                     )
                     try:
-                        completion = parse_completion(
-                            await self.transport.complete(sent), request, self.counter
-                        )
+                        reply, headers = await _complete(self.transport, sent)
+                        completion = parse_completion(reply, request, self.counter)
                     except Exception as exc:
                         tracker.failed(exc)
                         raise
-                    tracker.replied(completion)
+                    tracker.replied(completion, headers)
         except Exception as exc:
             tracker.give_up(exc)
         return tracker.exchange()
@@ -129,7 +137,7 @@ class AsyncDriver:
                         tracker.failed(exc)
                         raise
                     if not first:
-                        tracker.replied(assembler.completion(self.counter))
+                        tracker.replied(assembler.completion(self.counter), reply_headers(stream))
         except Exception as exc:
             tracker.give_up(exc)
         try:
@@ -142,7 +150,7 @@ class AsyncDriver:
                             yield text
                 except Exception as exc:
                     raise tracker.broke_off(exc, assembler.completion(self.counter)) from exc
-                tracker.replied(assembler.completion(self.counter))
+                tracker.replied(assembler.completion(self.counter), reply_headers(stream))
         finally:
             await _close(stream)
         yield tracker.exchange()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 from typing import NoReturn
 
 import openai
@@ -23,8 +24,9 @@ from .._method.errors import ResponseError, RetryError
 from .._method.results import RequestRecord, Usage
 from .._method.wire import ChatRequest, Completion, Exchange, check_completion
 from .budget import BudgetLedger, Reservation
-from .ratelimit import Permit, RateLimiter
+from .ratelimit import Permit, RateLimiter, parse_rate_headers
 from .retry import describe_failure, final_error, rate_limit_pause
+from .transport import reply_headers
 
 __all__ = ["AttemptTracker"]
 
@@ -121,8 +123,10 @@ class AttemptTracker:
     def failed(self, exc: BaseException | None = None) -> None:
         """The attempt got no reply: it still counts as a request, with no tokens.
 
-        A 429 slows every worker sharing the rate limiter, not just this one.
+        A 429 slows every worker sharing the rate limiter, not just this one; the rate
+        headers of an error's reply teach the limiter as a success's do.
         """
+        sent_at = self._permit.sent_at if self._permit is not None else None
         if self._reservation is not None:
             self._settle(0, 0)
         self._settle_permit(0)
@@ -138,14 +142,23 @@ class AttemptTracker:
                 extra=f,
             )
         if self.limiter is not None and exc is not None:
+            headers = reply_headers(exc)
+            info = parse_rate_headers(headers) if headers is not None else None
             wait = rate_limit_pause(exc)
             if wait is not None:
-                self.limiter.pause(wait)
+                self.limiter.rate_limited(wait, info, sent_at=sent_at)
+            elif info is not None:
+                self.limiter.observe(info, succeeded=False)
 
-    def replied(self, completion: Completion) -> None:
-        """The attempt got a reply: settle its real usage, then check it (may raise to retry)."""
+    def replied(self, completion: Completion, headers: Mapping[str, str] | None = None) -> None:
+        """The attempt got a reply: settle its real usage, then check it (may raise to retry).
+
+        ``headers`` are the reply's HTTP headers: their rate limits teach the limiter.
+        """
         self._settle(completion.prompt_tokens, completion.completion_tokens)
         self._settle_permit(completion.prompt_tokens + completion.completion_tokens)
+        if self.limiter is not None:
+            self.limiter.observe(parse_rate_headers(headers) if headers is not None else None)
         self._log_reply(completion, "replied")
         check_completion(self.request, completion)
         self.completion = completion

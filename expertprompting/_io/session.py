@@ -9,7 +9,7 @@ drivers and adds up what they cost.
 on a session, and dataset runs, ``compare`` and the server use a prompter's or judge's
 ``session`` through the public methods here: :meth:`ModelSession.driver` for sync calls,
 :meth:`ModelSession.async_driver` for async calls, :meth:`ModelSession.open_run` for a run over
-many items (its own client and rate limiter).
+many items (its own client; the session's rate limiter, with the run's limits on top).
 """
 
 from __future__ import annotations
@@ -160,6 +160,10 @@ class ModelSession:
             )
         self.ledger = BudgetLedger(config.budget, self.price)
         self.cache: IdentityCache | None = resolve_cache(cache)
+        self.limiter: RateLimiter | None = None if self.local is not None else RateLimiter()
+        """The rate limiter of every request to the endpoint: what it learns (limits from the
+        replies' headers, or a rate adapted to 429s) serves every later call and run. None for
+        an in-process model, which has no rate limits."""
         self._sync: SyncDriver | None = None
         self._sync_lock = threading.Lock()  # threads making their first call at once share one
         self._async_drivers = LoopDrivers()
@@ -232,7 +236,12 @@ class ModelSession:
         with self._sync_lock:
             if self._sync is None:
                 self._sync = SyncDriver(
-                    self._sync_transport(), self.ledger, self.retry, self.counter, cache=self.cache
+                    self._sync_transport(),
+                    self.ledger,
+                    self.retry,
+                    self.counter,
+                    limiter=self.limiter,
+                    cache=self.cache,
                 )
             return self._sync
 
@@ -244,7 +253,14 @@ class ModelSession:
         # threads' loops at once, and in notebooks alike.
         def make() -> tuple[AsyncDriver, Close | None]:
             transport, close = self._async_transport()
-            driver = AsyncDriver(transport, self.ledger, self.retry, self.counter, cache=self.cache)
+            driver = AsyncDriver(
+                transport,
+                self.ledger,
+                self.retry,
+                self.counter,
+                limiter=self.limiter,
+                cache=self.cache,
+            )
             return driver, close
 
         return self._async_drivers.get(make)
@@ -253,17 +269,27 @@ class ModelSession:
     async def open_run(
         self, *, rpm: float | None = None, tpm: float | None = None
     ) -> AsyncIterator[AsyncDriver]:
-        """A driver for one run over many items: its own client and rate limiter.
+        """A driver for one run over many items: its own client, the session's rate limiter.
 
-        The run shares this session's budget ledger, retry policy, cache and counter, so its
-        usage adds to :attr:`usage`.
+        The run shares this session's budget ledger, retry policy, cache, counter and rate
+        limiter, so its usage adds to :attr:`usage` and what the limiter learned from earlier
+        calls paces it from its first request. ``rpm``/``tpm`` are told to the shared limiter
+        for the run's duration (:meth:`RateLimiter.told`): the smaller of told and learned
+        applies, to every call of this session while the run lasts.
         """
-        limiter = RateLimiter(rpm=rpm, tpm=tpm)  # without limits it still spreads 429 pauses
+        # an in-process model has no limiter of its own: a run told limits gets one for itself
+        limiter = self.limiter or RateLimiter()
         transport, close = self._async_transport()
         try:
-            yield AsyncDriver(
-                transport, self.ledger, self.retry, self.counter, limiter=limiter, cache=self.cache
-            )
+            with limiter.told(rpm=rpm, tpm=tpm):
+                yield AsyncDriver(
+                    transport,
+                    self.ledger,
+                    self.retry,
+                    self.counter,
+                    limiter=limiter,
+                    cache=self.cache,
+                )
         finally:
             if close is not None:
                 await close()

@@ -17,9 +17,9 @@ from .._method.wire import ChatRequest, Exchange, StreamAssembler, parse_complet
 from .attempts import AttemptTracker
 from .budget import BudgetLedger
 from .cache import IdentityCache, remember_identity, reuse_identity
-from .ratelimit import RateLimiter
+from .ratelimit import Headers, RateLimiter
 from .retry import RetrySpec, sync_retrying
-from .transport import Transport
+from .transport import Transport, reply_headers
 
 __all__ = ["SyncDriver"]
 
@@ -32,6 +32,15 @@ def _first_text(chunks: Iterator[Any], assembler: StreamAssembler) -> str:
         if text:
             return text
     return ""
+
+
+def _complete(transport: Transport, request: ChatRequest) -> tuple[Any, Headers | None]:
+    """The reply and its HTTP headers (None from a transport that has none, e.g. local)."""
+    with_headers = getattr(transport, "complete_with_headers", None)
+    if with_headers is None:
+        return transport.complete(request), None
+    reply, headers = with_headers(request)
+    return reply, headers
 
 
 def _close(stream: Any) -> None:
@@ -87,13 +96,12 @@ class SyncDriver:
                         else None
                     )
                     try:
-                        completion = parse_completion(
-                            self.transport.complete(sent), request, self.counter
-                        )
+                        reply, headers = _complete(self.transport, sent)
+                        completion = parse_completion(reply, request, self.counter)
                     except Exception as exc:
                         tracker.failed(exc)
                         raise
-                    tracker.replied(completion)
+                    tracker.replied(completion, headers)
         except Exception as exc:
             tracker.give_up(exc)
         return tracker.exchange()
@@ -129,7 +137,7 @@ class SyncDriver:
                         tracker.failed(exc)
                         raise
                     if not first:
-                        tracker.replied(assembler.completion(self.counter))
+                        tracker.replied(assembler.completion(self.counter), reply_headers(stream))
         except Exception as exc:
             tracker.give_up(exc)
         try:
@@ -142,7 +150,7 @@ class SyncDriver:
                             yield text
                 except Exception as exc:
                     raise tracker.broke_off(exc, assembler.completion(self.counter)) from exc
-                tracker.replied(assembler.completion(self.counter))
+                tracker.replied(assembler.completion(self.counter), reply_headers(stream))
         finally:
             _close(stream)
         return tracker.exchange()

@@ -20,7 +20,7 @@ import asyncio
 import contextvars
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Iterator, Mapping
 from typing import Any, Protocol, TypeVar
 
 import openai
@@ -33,6 +33,7 @@ except ImportError:  # pragma: no cover - openai 1.x and 2.x
 from .._method.config import Deadlines
 from .._method.errors import ResponseError
 from .._method.wire import ChatRequest, StreamAssembler
+from .ratelimit import Headers
 
 __all__ = [
     "AsyncOpenAITransport",
@@ -40,6 +41,7 @@ __all__ = [
     "DeadlineExceeded",
     "OpenAITransport",
     "Transport",
+    "reply_headers",
 ]
 
 T = TypeVar("T")
@@ -54,7 +56,17 @@ _PATH = "/chat/completions"
 # Whole replies are requested with the SDK's generic ``post`` and read as plain JSON: the
 # request is already a complete, validated body, and the SDK's per-call parameter transform and
 # response models cost more client CPU than the rest of a request (see docs/performance.md).
-# Errors, timeouts, headers and authentication are the SDK's, as with ``create``.
+# Errors, timeouts, headers and authentication are the SDK's, as with ``create``. The reply
+# comes back as the HTTP response (``cast_to=httpx.Response``), so its headers (the rate limits)
+# reach the driver too: :meth:`OpenAITransport.complete_with_headers`.
+
+
+def _body(response: httpx.Response) -> Any:
+    """The reply's JSON, read as the SDK's ``cast_to=object`` reads it (text when not JSON)."""
+    content_type = response.headers.get("content-type", "*").split(";")[0]
+    if not content_type.endswith("json"):
+        return response.text
+    return response.json()
 
 
 def _unparseable(exc: ValueError) -> ResponseError:
@@ -98,6 +110,20 @@ def _late(
 def _http_request(client: openai.OpenAI | openai.AsyncOpenAI) -> httpx.Request:
     """What an error about a request that never got a response names as its request."""
     return httpx.Request("POST", str(client.base_url).rstrip("/") + _PATH)
+
+
+def _stream_headers(stream: Any) -> Headers | None:
+    headers = getattr(getattr(stream, "response", None), "headers", None)
+    return headers if isinstance(headers, Mapping) else None
+
+
+def reply_headers(source: Any) -> Headers | None:
+    """The HTTP headers an SDK error (``APIStatusError.response``) or one of our streams
+    carries, or None."""
+    if isinstance(source, openai.APIStatusError):
+        return source.response.headers
+    headers = getattr(source, "headers", None)
+    return headers if isinstance(headers, Mapping) else None
 
 
 def _has_text(chunk: Any) -> bool:
@@ -253,14 +279,19 @@ class OpenAITransport:
         self.capped = _cap_sockets(self.client)
 
     def complete(self, request: ChatRequest) -> Any:
+        return self.complete_with_headers(request)[0]
+
+    def complete_with_headers(self, request: ChatRequest) -> tuple[Any, Headers]:
+        """The reply's body, and its HTTP headers (for the rate limiter)."""
         timeout = (request.deadlines or self.deadlines).timeout
         deadline = time.monotonic() + timeout
         token = _DEADLINE.set(deadline)
         try:
             # the call's own timeout also sets the per-read one (a longer one than the client's)
-            return self.client.post(
-                _PATH, body=request.body(), cast_to=object, options={"timeout": timeout}
+            response = self.client.post(
+                _PATH, body=request.body(), cast_to=httpx.Response, options={"timeout": timeout}
             )
+            return _body(response), response.headers
         except openai.APIConnectionError as exc:  # timeouts included
             if isinstance(exc, openai.APITimeoutError) or time.monotonic() >= deadline:
                 raise _late("timeout", timeout, exc.request, exc)  # noqa: B904
@@ -323,6 +354,11 @@ class _Chunks(Iterator[Any]):
             return _late("idle", d.idle, self._request, cause)
         return _late("first_token", d.first_token, self._request, cause)
 
+    @property
+    def headers(self) -> Headers | None:
+        """The stream's HTTP headers (the SDK's ``Stream.response``), for the rate limiter."""
+        return _stream_headers(self._stream)
+
     def close(self) -> None:
         self._stream.close()
 
@@ -354,13 +390,18 @@ class AsyncOpenAITransport:
         self.client = client.with_options(max_retries=0, timeout=self.deadlines.timeout)
 
     async def complete(self, request: ChatRequest) -> Any:
+        return (await self.complete_with_headers(request))[0]
+
+    async def complete_with_headers(self, request: ChatRequest) -> tuple[Any, Headers]:
+        """The reply's body, and its HTTP headers (for the rate limiter)."""
         timeout = (request.deadlines or self.deadlines).timeout
         when = asyncio.get_running_loop().time() + timeout
         try:
             post = self.client.post(
-                _PATH, body=request.body(), cast_to=object, options={"timeout": timeout}
+                _PATH, body=request.body(), cast_to=httpx.Response, options={"timeout": timeout}
             )
-            return await _until(post, when)
+            response = await _until(post, when)
+            return _body(response), response.headers
         except (asyncio.TimeoutError, openai.APITimeoutError) as exc:
             raise _late("timeout", timeout, _http_request(self.client), exc)  # noqa: B904
         except ValueError as exc:
@@ -416,6 +457,11 @@ class _AsyncChunks(AsyncIterator[Any]):
         if self._started:
             return _late("idle", d.idle, self._request, cause)
         return _late("first_token", d.first_token, self._request, cause)
+
+    @property
+    def headers(self) -> Headers | None:
+        """The stream's HTTP headers (the SDK's ``Stream.response``), for the rate limiter."""
+        return _stream_headers(self._stream)
 
     async def close(self) -> None:
         await self._stream.close()
