@@ -114,14 +114,14 @@ def ep(llama_server: str, counter: LlamaCounter) -> ExpertPrompter:
 def replies(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
     """Every reply the server sent, as the JSON the transport read."""
     seen: list[Any] = []
-    real = OpenAITransport.complete
+    real = OpenAITransport.complete_with_headers  # what the drivers call (headers: rate limits)
 
-    def complete(self: OpenAITransport, request: ChatRequest) -> Any:
+    def complete_with_headers(self: OpenAITransport, request: ChatRequest) -> Any:
         reply = real(self, request)
-        seen.append(reply)
+        seen.append(reply[0])
         return reply
 
-    monkeypatch.setattr(OpenAITransport, "complete", complete)
+    monkeypatch.setattr(OpenAITransport, "complete_with_headers", complete_with_headers)
     return seen
 
 
