@@ -159,6 +159,7 @@ class ExpertPrompter:
         timeout: float | None = None,
         first_token_timeout: float | None = None,
         idle_timeout: float | None = None,
+        burst_seconds: float | None = None,
         retry: RetrySpec | None = None,
         max_total_tokens: int | None = None,
         max_requests: int | None = None,
@@ -215,6 +216,8 @@ class ExpertPrompter:
         :param timeout: Seconds per attempt for a whole reply (default 60).
         :param first_token_timeout: Streams: seconds to the first text (default: ``timeout``).
         :param idle_timeout: Streams: longest silence between two chunks (default 30).
+        :param burst_seconds: Rate limits: the most requests (and tokens) sent at once, in
+            seconds of the rate in force (default 0.25; providers enforce over ~1 s windows).
         :param retry: A :class:`~expertprompting.RetryPolicy`, or a tenacity
             ``Retrying``/``AsyncRetrying`` (default: 3 attempts with backoff).
         :param max_total_tokens: Run budget: most tokens all calls may spend.
@@ -258,6 +261,7 @@ class ExpertPrompter:
             timeout=timeout,
             first_token_timeout=first_token_timeout,
             idle_timeout=idle_timeout,
+            burst_seconds=burst_seconds,
             budget=budget,
             prices=prices,
         )

@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 import pytest
 
-from expertprompting import ExpertAnswer, ExpertPrompter
+from expertprompting import ConfigurationError, ExpertAnswer, ExpertPrompter
 from expertprompting._io.ratelimit import (
     DECREASE,
     DEFAULT_BURST_SECONDS,
@@ -335,3 +335,12 @@ def test_without_headers_a_run_settles_under_the_servers_limit(
     rate = served / (clock.now - start) * 60
     assert refused / (served + refused) <= 0.02  # no storm
     assert rate >= 0.75 * 600  # and most of the limit used
+
+
+def test_the_burst_is_a_prompter_setting(make_prompter: Make) -> None:
+    ep = make_prompter(burst_seconds=1.0)
+    assert ep.session.limiter is not None
+    assert ep.session.limiter.burst_seconds == 1.0
+    assert make_prompter().session.limiter.burst_seconds == DEFAULT_BURST_SECONDS  # type: ignore[union-attr]
+    with pytest.raises(ConfigurationError, match="burst_seconds"):
+        make_prompter(burst_seconds=0)

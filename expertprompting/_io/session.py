@@ -160,7 +160,9 @@ class ModelSession:
             )
         self.ledger = BudgetLedger(config.budget, self.price)
         self.cache: IdentityCache | None = resolve_cache(cache)
-        self.limiter: RateLimiter | None = None if self.local is not None else RateLimiter()
+        self.limiter: RateLimiter | None = (
+            None if self.local is not None else RateLimiter(burst_seconds=config.burst_seconds)
+        )
         """The rate limiter of every request to the endpoint: what it learns (limits from the
         replies' headers, or a rate adapted to 429s) serves every later call and run. None for
         an in-process model, which has no rate limits."""
@@ -278,7 +280,7 @@ class ModelSession:
         applies, to every call of this session while the run lasts.
         """
         # an in-process model has no limiter of its own: a run told limits gets one for itself
-        limiter = self.limiter or RateLimiter()
+        limiter = self.limiter or RateLimiter(burst_seconds=self.config.burst_seconds)
         transport, close = self._async_transport()
         try:
             with limiter.told(rpm=rpm, tpm=tpm):

@@ -141,6 +141,12 @@ class PrompterConfig(BaseModel):
     idle_timeout: float = Field(
         default=30.0, gt=0, description="Streams: longest silence between two chunks, in seconds."
     )
+    burst_seconds: float = Field(
+        default=0.25,
+        gt=0,
+        le=60,
+        description="Rate limits: the most sent at once, in seconds of the rate in force.",
+    )
     retry: RetryPolicy = Field(default_factory=RetryPolicy)
     budget: RunBudget = Field(default_factory=RunBudget)
     prices: dict[str, ModelPrice] = Field(
