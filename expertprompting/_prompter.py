@@ -37,14 +37,15 @@ from ._datasets.pool import (
     run_sync,
 )
 from ._datasets.progress import Progress, RunStats
-from ._io.cache import CacheSpec, IdentityCache
+from ._io.cache import CachedIdentity, CacheSpec, IdentityCache, MemoryCache
 from ._io.ratelimit import check_rates
 from ._io.retry import RetrySpec
 from ._io.session import ModelSession, explain_invalid, given
 from ._method.config import CallOverrides, IdentityLayout, ModelPrice, RunBudget
+from ._method.conversation import read_conversation
 from ._method.errors import ConfigurationError, ExpertPromptingError
 from ._method.exemplars import Exemplar, default_exemplars, load_exemplars
-from ._method.flows import identify_flow
+from ._method.flows import conversation_flow, identify_flow
 from ._method.planner import Planner, fold_input
 from ._method.results import ExpertAnswer, ExpertIdentity, Strategy, Usage
 from ._method.strategies import BUILTIN_STRATEGIES, check_strategy, strategy_flow
@@ -54,13 +55,35 @@ from ._method.wire import ChatMessage
 
 __all__ = ["AnswerStream", "AsyncAnswerStream", "ExpertPrompter"]
 
+_CONVERSATIONS_KEPT = 4096
+
+
+class _Seen:
+    """What a running flow has told its stream so far: the identity, once written."""
+
+    def __init__(self) -> None:
+        self.identity: str | None = None
+
+    def identity_written(self, text: str) -> None:
+        self.identity = text
+
 
 class AnswerStream(Iterator[str]):
-    """Iterate to get the answer's text as it arrives; ``.result`` holds the full answer after."""
+    """Iterate to get the answer's text as it arrives; ``.result`` holds the full answer after,
+    and ``.identity`` the expert identity from the first chunk on."""
 
-    def __init__(self, generator: Generator[str, None, ExpertAnswer]) -> None:
+    def __init__(
+        self, generator: Generator[str, None, ExpertAnswer], seen: _Seen | None = None
+    ) -> None:
         self._generator = generator
+        self._seen = seen or _Seen()
         self._result: ExpertAnswer | None = None
+
+    @property
+    def identity(self) -> str | None:
+        """The expert identity the answer is written under, known once the first chunk has
+        been read (step 1 is done by then); None before, and for strategies without one."""
+        return self._seen.identity
 
     def __iter__(self) -> AnswerStream:
         return self
@@ -87,9 +110,18 @@ class AnswerStream(Iterator[str]):
 class AsyncAnswerStream(AsyncIterator[str]):
     """``async for`` twin of :class:`AnswerStream`."""
 
-    def __init__(self, generator: AsyncGenerator[str | ExpertAnswer, None]) -> None:
+    def __init__(
+        self, generator: AsyncGenerator[str | ExpertAnswer, None], seen: _Seen | None = None
+    ) -> None:
         self._generator = generator
+        self._seen = seen or _Seen()
         self._result: ExpertAnswer | None = None
+
+    @property
+    def identity(self) -> str | None:
+        """The expert identity, known once the first chunk has been read (as
+        :attr:`AnswerStream.identity`)."""
+        return self._seen.identity
 
     def __aiter__(self) -> AsyncAnswerStream:
         return self
@@ -305,6 +337,9 @@ class ExpertPrompter:
         self.planner = Planner(self.config, templates, pool, self.counter)
         self.ledger = self.session.ledger
         self.cache: IdentityCache | None = self.session.cache
+        # each conversation's identity, by its first turn and context, so later turns cost one
+        # request whatever the identity cache setting
+        self._conversations = MemoryCache(maxsize=_CONVERSATIONS_KEPT)
 
     @property
     def usage(self) -> Usage:
@@ -365,6 +400,7 @@ class ExpertPrompter:
         seed: int | None,
         timeout: float | None,
         stream: bool = False,
+        seen: _Seen | None = None,
     ) -> Generator[Any, Any, ExpertAnswer]:
         _check_instruction(instruction)
         overrides = _overrides(
@@ -372,7 +408,66 @@ class ExpertPrompter:
         )
         chosen = self.resolve_strategy(strategy)
         return strategy_flow(
-            self.planner, instruction, input, identity, chosen, stream=stream, overrides=overrides
+            self.planner,
+            instruction,
+            input,
+            identity,
+            chosen,
+            stream=stream,
+            overrides=overrides,
+            on_identity=None if seen is None else seen.identity_written,
+        )
+
+    def _chat_flow(
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        identity: str | ExpertIdentity | None,
+        strategy: Strategy | None,
+        settings: dict[str, Any],
+        stream: bool = False,
+        seen: _Seen | None = None,
+    ) -> Generator[Any, Any, ExpertAnswer]:
+        conversation = read_conversation(messages)
+        overrides = _overrides(**settings)
+        chosen = self.resolve_strategy(strategy)
+        if chosen == "multi-expert":
+            if not conversation.is_single:
+                raise ConfigurationError(
+                    "multi-expert answers a single user message; use another strategy for "
+                    "conversations with system messages or several turns."
+                )
+            if overrides is not None and overrides.answer_sampling():
+                raise ConfigurationError(
+                    "multi-expert does not take top_p, stop or response_format; drop them or "
+                    "use another strategy."
+                )
+            return strategy_flow(
+                self.planner, conversation.instruction, None, identity, chosen, stream, overrides
+            )
+        remembered = False
+        key = conversation.key()
+        if chosen == "expert" and identity is None:
+            known = self._conversations.get(key)
+            identity = None if known is None else known.description
+            remembered = known is not None
+
+        def written(text: str) -> None:
+            if not remembered:
+                self._conversations.put(
+                    key, CachedIdentity(description=text, model=self.config.model)
+                )
+            if seen is not None:
+                seen.identity_written(text)
+
+        return conversation_flow(
+            self.planner,
+            conversation,
+            identity,
+            chosen,
+            stream=stream,
+            overrides=overrides,
+            on_identity=written,
+            remembered=remembered,
         )
 
     def identify(
@@ -493,10 +588,20 @@ class ExpertPrompter:
             also the stream's first-token deadline unless the prompter sets
             ``first_token_timeout`` (not for local models).
         """
+        seen = _Seen()
         flow = self._answer_flow(
-            instruction, input, identity, strategy, max_tokens, temperature, seed, timeout, True
+            instruction,
+            input,
+            identity,
+            strategy,
+            max_tokens,
+            temperature,
+            seed,
+            timeout,
+            True,
+            seen,
         )
-        return AnswerStream(_text_at_least_once(self.session.driver().run_streaming(flow)))
+        return AnswerStream(_text_at_least_once(self.session.driver().run_streaming(flow)), seen)
 
     def astream(
         self,
@@ -511,10 +616,22 @@ class ExpertPrompter:
         timeout: float | None = None,
     ) -> AsyncAnswerStream:
         """Async twin of :meth:`stream`: ``async for chunk in ep.astream(...)``."""
+        seen = _Seen()
         flow = self._answer_flow(
-            instruction, input, identity, strategy, max_tokens, temperature, seed, timeout, True
+            instruction,
+            input,
+            identity,
+            strategy,
+            max_tokens,
+            temperature,
+            seed,
+            timeout,
+            True,
+            seen,
         )
+        return self._astream(flow, seen)
 
+    def _astream(self, flow: Generator[Any, Any, ExpertAnswer], seen: _Seen) -> AsyncAnswerStream:
         async def chunks() -> AsyncGenerator[str | ExpertAnswer, None]:
             shown = False
             async for item in self.session.async_driver().run_streaming(flow):
@@ -523,7 +640,127 @@ class ExpertPrompter:
                 shown = shown or isinstance(item, str)
                 yield item
 
-        return AsyncAnswerStream(chunks())
+        return AsyncAnswerStream(chunks(), seen)
+
+    # -- conversations ----------------------------------------------------------------------------
+    def chat(
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        *,
+        identity: str | ExpertIdentity | None = None,
+        strategy: Strategy | None = None,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+        top_p: float | None = None,
+        seed: int | None = None,
+        stop: str | Sequence[str] | None = None,
+        response_format: Mapping[str, Any] | None = None,
+        timeout: float | None = None,
+    ) -> ExpertAnswer:
+        """Answer the last user turn of an OpenAI-style conversation as its expert.
+
+        The identity is written for the conversation's *first* user turn (its system messages
+        shown to step 1 as that turn's input) and remembered for the conversation, so each
+        later turn costs one request (the result says ``identity_cached``). The answer request
+        is the conversation with that first turn written as step 2 writes an instruction; one
+        user message alone is sent exactly as :meth:`answer` sends it.
+
+        :param messages: ``[{"role": "system" | "developer" | "user" | "assistant",
+            "content": str or text parts}, ...]``, ending with a user turn.
+        :param identity: An expert identity to answer under; step 1 is then skipped.
+        :param strategy: The strategy of this call (multi-expert: one user message only).
+        :param max_tokens: Cap on this answer's length, still clamped to the context window.
+        :param temperature: Sampling temperature of every request of this call, 0 to 2.
+        :param top_p: Nucleus sampling of the answer request.
+        :param seed: Sampling seed of every request of this call.
+        :param stop: Stop sequences of the answer request (up to 4).
+        :param response_format: The answer request's ``response_format``, as given.
+        :param timeout: Seconds per attempt for a whole reply, for every request of this call.
+        """
+        settings = _chat_settings(
+            max_tokens, temperature, top_p, seed, stop, response_format, timeout
+        )
+        flow = self._chat_flow(messages, identity, strategy, settings)
+        return self.session.driver().run(flow)
+
+    async def achat(
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        *,
+        identity: str | ExpertIdentity | None = None,
+        strategy: Strategy | None = None,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+        top_p: float | None = None,
+        seed: int | None = None,
+        stop: str | Sequence[str] | None = None,
+        response_format: Mapping[str, Any] | None = None,
+        timeout: float | None = None,
+    ) -> ExpertAnswer:
+        """Async twin of :meth:`chat`."""
+        settings = _chat_settings(
+            max_tokens, temperature, top_p, seed, stop, response_format, timeout
+        )
+        flow = self._chat_flow(messages, identity, strategy, settings)
+        return await self.session.async_driver().run(flow)
+
+    def stream_chat(
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        *,
+        identity: str | ExpertIdentity | None = None,
+        strategy: Strategy | None = None,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+        top_p: float | None = None,
+        seed: int | None = None,
+        stop: str | Sequence[str] | None = None,
+        response_format: Mapping[str, Any] | None = None,
+        timeout: float | None = None,
+    ) -> AnswerStream:
+        """Like :meth:`chat`, but iterate over the answer's text as it arrives (``.identity``
+        from the first chunk on, ``.result`` after the loop). The arguments are
+        :meth:`chat`'s, checked at the call.
+
+        :param messages: The conversation, ending with a user turn.
+        :param identity: An expert identity to answer under; step 1 is then skipped.
+        :param strategy: The strategy of this call.
+        :param max_tokens: Cap on this answer's length.
+        :param temperature: Sampling temperature of every request of this call.
+        :param top_p: Nucleus sampling of the answer request.
+        :param seed: Sampling seed of every request of this call.
+        :param stop: Stop sequences of the answer request.
+        :param response_format: The answer request's ``response_format``.
+        :param timeout: Seconds per attempt for a whole reply (and to the first text).
+        """
+        settings = _chat_settings(
+            max_tokens, temperature, top_p, seed, stop, response_format, timeout
+        )
+        seen = _Seen()
+        flow = self._chat_flow(messages, identity, strategy, settings, True, seen)
+        return AnswerStream(_text_at_least_once(self.session.driver().run_streaming(flow)), seen)
+
+    def astream_chat(
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        *,
+        identity: str | ExpertIdentity | None = None,
+        strategy: Strategy | None = None,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+        top_p: float | None = None,
+        seed: int | None = None,
+        stop: str | Sequence[str] | None = None,
+        response_format: Mapping[str, Any] | None = None,
+        timeout: float | None = None,
+    ) -> AsyncAnswerStream:
+        """Async twin of :meth:`stream_chat`: ``async for chunk in ep.astream_chat(...)``."""
+        settings = _chat_settings(
+            max_tokens, temperature, top_p, seed, stop, response_format, timeout
+        )
+        seen = _Seen()
+        flow = self._chat_flow(messages, identity, strategy, settings, True, seen)
+        return self._astream(flow, seen)
 
     # -- many items --------------------------------------------------------------------------------
     async def aanswer_many(
@@ -756,15 +993,31 @@ def _exemplar_pool(exemplars: Sequence[Exemplar] | str | os.PathLike[str] | None
     return pool
 
 
-def _overrides(
-    *,
-    max_tokens: int | None = None,
-    temperature: float | None = None,
-    seed: int | None = None,
-    timeout: float | None = None,
-) -> CallOverrides | None:
-    """One call's settings, checked before any request; None when the call sets none."""
-    settings = given(max_tokens=max_tokens, temperature=temperature, seed=seed, timeout=timeout)
+def _chat_settings(
+    max_tokens: int | None,
+    temperature: float | None,
+    top_p: float | None,
+    seed: int | None,
+    stop: str | Sequence[str] | None,
+    response_format: Mapping[str, Any] | None,
+    timeout: float | None,
+) -> dict[str, Any]:
+    """A chat call's settings, for :func:`_overrides` (one stop string is a list of one)."""
+    return given(
+        max_tokens=max_tokens,
+        temperature=temperature,
+        top_p=top_p,
+        seed=seed,
+        stop=[stop] if isinstance(stop, str) else stop,
+        response_format=response_format,
+        timeout=timeout,
+    )
+
+
+def _overrides(**settings: Any) -> CallOverrides | None:
+    """One call's settings (the :class:`CallOverrides` fields), checked before any request;
+    None when the call sets none."""
+    settings = given(**settings)
     if not settings:
         return None
     try:

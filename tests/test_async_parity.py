@@ -13,7 +13,13 @@ from expertprompting.testing import FakeOpenAIServer, Reply
 
 Make = Callable[..., ExpertPrompter]
 
-TWINS = [("identify", "aidentify"), ("answer", "aanswer"), ("stream", "astream")]
+TWINS = [
+    ("identify", "aidentify"),
+    ("answer", "aanswer"),
+    ("stream", "astream"),
+    ("chat", "achat"),
+    ("stream_chat", "astream_chat"),
+]
 
 
 @pytest.mark.parametrize(("sync_name", "async_name"), TWINS)

@@ -110,14 +110,18 @@ def test_every_prompter_setting_is_a_keyword() -> None:
 
 
 def test_call_overrides_are_checked_as_the_prompter_settings_are() -> None:
-    for name in CallOverrides.model_fields:
+    answer_only = {"stop", "response_format"}  # chat calls only; no prompter setting
+    for name in set(CallOverrides.model_fields) - answer_only:
         ours = CallOverrides.model_fields[name].metadata
         assert ours == PrompterConfig.model_fields[name].metadata, name
     per_call = {"max_tokens", "temperature", "seed", "timeout"}
-    assert set(CallOverrides.model_fields) == per_call
+    assert set(CallOverrides.model_fields) == per_call | answer_only | {"top_p"}
     for method in (ExpertPrompter.answer, ExpertPrompter.stream):
         assert per_call <= set(inspect.signature(method).parameters)
     assert set(inspect.signature(ExpertPrompter.identify).parameters) >= per_call - {"max_tokens"}
+    chat_call = set(CallOverrides.model_fields)
+    for method in (ExpertPrompter.chat, ExpertPrompter.stream_chat):
+        assert chat_call <= set(inspect.signature(method).parameters)
 
 
 def test_mypy_sees_the_keywords(tmp_path: Path) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -185,7 +185,8 @@ class CallOverrides(BaseModel):
     and ``seed`` apply to every request of the call (retries use ``seed + 1``, ...);
     ``timeout`` is the whole-reply deadline of each attempt of the call's requests (and a
     stream's first-token deadline unless ``first_token_timeout`` is set). The in-process local
-    model has no deadlines, so ``timeout`` does not apply to it.
+    model has no deadlines, so ``timeout`` does not apply to it. ``top_p``, ``stop`` and
+    ``response_format`` (the chat calls') apply to the answer request only.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -196,6 +197,26 @@ class CallOverrides(BaseModel):
     timeout: float | None = Field(
         default=None, gt=0, description="Seconds per attempt for a whole reply, for this call."
     )
+    # Answer-only settings (the chat calls and the server): they shape the answer the caller
+    # asked for, never the identity, whose prompt expects one plain paragraph.
+    top_p: float | None = Field(default=None, gt=0, le=1)
+    stop: tuple[str, ...] | None = Field(
+        default=None, max_length=4, description="Stop sequences of the answer (at most 4)."
+    )
+    response_format: dict[str, Any] | None = Field(
+        default=None, description="The answer's response_format, passed through as given."
+    )
+
+    def answer_sampling(self) -> dict[str, Any]:
+        """The answer-only settings that are set, as request parameters."""
+        found: dict[str, Any] = {}
+        if self.top_p is not None:
+            found["top_p"] = self.top_p
+        if self.stop is not None:
+            found["stop"] = list(self.stop)
+        if self.response_format is not None:
+            found["response_format"] = dict(self.response_format)
+        return found
 
 
 @dataclass(frozen=True)

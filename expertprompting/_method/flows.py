@@ -1,6 +1,8 @@
 """The method as flows: generators that yield each planned request and return the result.
 
-:func:`identify_flow` is step 1 (the expert identity), :func:`answer_flow` steps 1 and 2;
+:func:`identify_flow` is step 1 (the expert identity), :func:`answer_flow` steps 1 and 2
+(:func:`conversation_flow` the same for a whole conversation, of which one instruction is the
+one-turn case);
 :func:`assemble_answer` builds the :class:`~expertprompting.ExpertAnswer` of every strategy and of
 Batch API results. A driver (sync or async) sends a flow's requests and sends the replies back.
 """
@@ -8,15 +10,22 @@ Batch API results. A driver (sync or async) sends a flow's requests and sends th
 from __future__ import annotations
 
 import re
-from collections.abc import Generator, Sequence
+from collections.abc import Callable, Generator, Sequence
 
 from .config import CallOverrides
+from .conversation import Conversation
 from .errors import ConfigurationError
 from .planner import Planner, fold_input
 from .results import ExpertAnswer, ExpertIdentity, RequestRecord, Strategy, Usage
 from .wire import ChatRequest, Completion, Exchange
 
-__all__ = ["answer_flow", "assemble_answer", "clean_answer", "identify_flow"]
+__all__ = [
+    "answer_flow",
+    "assemble_answer",
+    "clean_answer",
+    "conversation_flow",
+    "identify_flow",
+]
 
 _RESTATEMENT = re.compile(r"^\s*As (?:an?|the|your)\s+[^,.!?\n]{1,120},\s*", re.IGNORECASE)
 
@@ -64,19 +73,57 @@ def answer_flow(
     strategy: Strategy,
     stream: bool = False,
     overrides: CallOverrides | None = None,
+    on_identity: Callable[[str], None] | None = None,
 ) -> Generator[ChatRequest, Exchange, ExpertAnswer]:
     """The whole method (or a baseline): identity if needed, then the answer.
 
-    ``overrides`` holds one call's settings (see ``CallOverrides``).
+    ``overrides`` holds one call's settings (see ``CallOverrides``); ``on_identity`` is called
+    with the identity's text once it is known, before the answer is asked for.
     """
     instruction, input = fold_input(instruction, input)
+    return (
+        yield from conversation_flow(
+            planner,
+            Conversation.single(instruction, input),
+            identity,
+            strategy,
+            stream=stream,
+            overrides=overrides,
+            on_identity=on_identity,
+        )
+    )
+
+
+def conversation_flow(
+    planner: Planner,
+    conversation: Conversation,
+    identity: str | ExpertIdentity | None,
+    strategy: Strategy,
+    *,
+    stream: bool = False,
+    overrides: CallOverrides | None = None,
+    on_identity: Callable[[str], None] | None = None,
+    remembered: bool = False,
+) -> Generator[ChatRequest, Exchange, ExpertAnswer]:
+    """The method on a conversation: the identity for its first user turn (its system
+    messages as that turn's input), then the answer to its last turn with the first rewritten
+    as step 2 writes an instruction. One instruction is the conversation of one turn.
+
+    ``remembered`` marks a given ``identity`` as this conversation's own, written earlier
+    (the result then says ``identity_cached``).
+    """
     records: list[RequestRecord] = []
     text: str | None = None
-    cached = False
+    cached = remembered
     if strategy == "expert":
         if identity is None:
-            planner.preflight(instruction, input)
-            found = yield from identify_flow(planner, instruction, input, overrides)
+            planner.conversation_preflight(conversation)
+            found = yield from identify_flow(
+                planner,
+                conversation.instruction,
+                conversation.input or conversation.context,
+                overrides,
+            )
             records += found.requests
             text = found.description
             cached = found.cached
@@ -84,15 +131,18 @@ def answer_flow(
             text = identity.description if isinstance(identity, ExpertIdentity) else identity
             if not text.strip():
                 raise ConfigurationError("identity= is empty; pass a description or None.")
+        if on_identity is not None:
+            on_identity(text)
     elif identity is not None:
         raise ConfigurationError(
             f"identity= was given but strategy={strategy!r} does not use one; "
             "use strategy='expert' or drop identity=."
         )
-    exchange = yield planner.answer_request(instruction, input, text, strategy, stream, overrides)
+    exchange = yield planner.conversation_request(conversation, text, strategy, stream, overrides)
     records.append(exchange.record)
+    question = conversation.latest if not conversation.is_single else conversation.instruction
     return assemble_answer(
-        planner, instruction, input, text, strategy, exchange.completion, records, cached
+        planner, question, conversation.input, text, strategy, exchange.completion, records, cached
     )
 
 

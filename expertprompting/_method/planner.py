@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from .config import DEFAULT_ANSWER_MAX_TOKENS, CallOverrides, PrompterConfig
+from .conversation import Conversation
 from .errors import ConfigurationError, TokenBudgetError, UnknownModelWarning
 from .exemplars import Exemplar, ExemplarIndex, select_exemplars
 from .model_table import lookup_model
@@ -238,14 +239,43 @@ class Planner:
         stream: bool = False,
         overrides: CallOverrides | None = None,
     ) -> ChatRequest:
-        return self.request(
+        """Step 2's request (or a baseline's) for one instruction."""
+        conversation = Conversation.single(instruction, input)
+        return self.conversation_request(conversation, identity, strategy, stream, overrides)
+
+    def conversation_messages(
+        self, conversation: Conversation, identity: str | None, strategy: Strategy
+    ) -> list[ChatMessage]:
+        """The answer's messages for a conversation: its turns, the first user turn written
+        as step 2 writes an instruction (for one instruction: :meth:`answer_messages`)."""
+        turn = self.answer_messages(
+            conversation.instruction, conversation.input, identity, strategy
+        )[0]["content"]
+        return conversation.rewritten(turn)
+
+    def conversation_request(
+        self,
+        conversation: Conversation,
+        identity: str | None,
+        strategy: Strategy,
+        stream: bool = False,
+        overrides: CallOverrides | None = None,
+    ) -> ChatRequest:
+        """The answer request of a conversation, with the call's answer-only settings
+        (``top_p``, ``stop``, ``response_format``) applied."""
+        request = self.request(
             "answer",
-            self.answer_messages(instruction, input, identity, strategy),
+            self.conversation_messages(conversation, identity, strategy),
             cap=self.answer_cap(overrides),
+            what="answer" if conversation.is_single else "conversation",
             minimum=MIN_ANSWER_TOKENS,
             stream=stream,
             overrides=overrides,
         )
+        answer_only = {} if overrides is None else overrides.answer_sampling()
+        if not answer_only:
+            return request
+        return replace(request, sampling={**request.sampling, **answer_only})
 
     def request(
         self,
@@ -313,10 +343,16 @@ class Planner:
 
     def preflight(self, instruction: str, input: str | None) -> None:
         """Before step 1: would step 2 fit with an identity of the longest allowed length?"""
-        messages = self.answer_messages(instruction, input, "-", "expert")
+        self.conversation_preflight(Conversation.single(instruction, input))
+
+    def conversation_preflight(self, conversation: Conversation) -> None:
+        """:meth:`preflight` for a conversation: its answer request, with the longest
+        allowed identity, must leave room for an answer."""
+        messages = self.conversation_messages(conversation, "-", "expert")
         worst = self.counter.count_messages(messages) + self.config.identity_max_tokens
+        what = "answer" if conversation.is_single else "conversation"
         plan_room(
-            self, worst, None, "answer (with the longest allowed identity)", MIN_ANSWER_TOKENS
+            self, worst, None, f"{what} (with the longest allowed identity)", MIN_ANSWER_TOKENS
         )
 
     def fingerprint(self, strategy: Strategy | None = None) -> str:

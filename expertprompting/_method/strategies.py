@@ -9,7 +9,7 @@ requests). Users add single-request strategies by template, ``ExpertPrompter(str
 
 from __future__ import annotations
 
-from collections.abc import Collection, Generator
+from collections.abc import Callable, Collection, Generator
 from typing import Any
 
 from .config import CallOverrides
@@ -43,13 +43,17 @@ def strategy_flow(
     strategy: str,
     stream: bool = False,
     overrides: CallOverrides | None = None,
+    on_identity: Callable[[str], None] | None = None,
 ) -> Generator[Any, Any, ExpertAnswer]:
     """The flow that answers ``instruction`` with ``strategy``; ``overrides`` holds the call's
-    own settings (``CallOverrides``), None for the prompter's."""
+    own settings (``CallOverrides``), None for the prompter's; ``on_identity`` gets the
+    identity's text once known (see :func:`~expertprompting._method.flows.answer_flow`)."""
     if strategy == "multi-expert":
         if identity is not None:
             raise ConfigurationError(
                 "identity= does not apply to multi-expert, which chooses its own experts."
             )
         return multi_expert_flow(planner, instruction, input, overrides)
-    return answer_flow(planner, instruction, input, identity, strategy, stream, overrides)
+    return answer_flow(
+        planner, instruction, input, identity, strategy, stream, overrides, on_identity
+    )
