@@ -346,6 +346,11 @@ class ExpertPrompter:
         """Running totals of every request this prompter sent (failed attempts included)."""
         return self.ledger.usage
 
+    @property
+    def strategies(self) -> list[str]:
+        """The strategies this prompter answers with: the built-in ones, then yours."""
+        return [*BUILTIN_STRATEGIES, *self._custom]
+
     def resolve_strategy(self, strategy: Strategy | None = None) -> Strategy:
         """The strategy a call given ``strategy`` uses (None: the default), checked.
 
@@ -446,7 +451,9 @@ class ExpertPrompter:
             )
         remembered = False
         key = conversation.key()
-        if chosen == "expert" and identity is None:
+        # a first turn is a new question, answered as ep.answer would (cache setting and all);
+        # later turns reuse the identity their conversation began with
+        if chosen == "expert" and identity is None and conversation.user_turns > 1:
             known = self._conversations.get(key)
             identity = None if known is None else known.description
             remembered = known is not None

@@ -215,3 +215,22 @@ def test_stream_of_answer_also_shows_its_identity(
     vanilla = ep.stream(FIRST, strategy="vanilla")
     assert "".join(vanilla) == "plain"
     assert vanilla.identity is None
+
+
+def test_a_first_turn_is_answered_as_answer_is_even_when_asked_again(
+    server: FakeOpenAIServer, make_prompter: Make
+) -> None:
+    """Only later turns reuse a conversation's identity: asking the same first turn again
+    follows the cache setting, exactly as ep.answer does."""
+    ep = make_prompter(cache=False)
+    for _ in range(2):
+        server.script(Reply(content=IDENTITY), Reply(content="A"))
+        again = ep.chat([{"role": "user", "content": FIRST}])
+        assert again.usage.requests == 2
+        assert not again.identity_cached
+    assert len(server.chat_requests) == 4
+
+
+def test_prompter_lists_its_strategies(make_prompter: Make) -> None:
+    ep = make_prompter(strategies={"terse": "Be brief.\n\n{{ instruction }}"})
+    assert ep.strategies == ["expert", "vanilla", "static", "multi-expert", "terse"]

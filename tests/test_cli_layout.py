@@ -28,6 +28,7 @@ HOMES = {
     "batch": "expertprompting.cli._datasets",
     "judge": "expertprompting.cli._evaluation",
     "compare": "expertprompting.cli._evaluation",
+    "serve": "expertprompting.cli._serve",
 }
 
 

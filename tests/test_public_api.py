@@ -178,11 +178,17 @@ def test_star_import_and_each_name_in_a_fresh_interpreter() -> None:
     assert out.strip() == "ok"
 
 
-PUBLIC_MODULES = ["expertprompting.batch", "expertprompting.cli", "expertprompting.testing"]
+PUBLIC_MODULES = [
+    "expertprompting.batch",
+    "expertprompting.cli",
+    "expertprompting.server",
+    "expertprompting.testing",
+]
 
 
 def test_every_other_module_is_private() -> None:
-    """Below the package, only the Batch API helpers, the CLI and the test server are public."""
+    """Below the package, only the Batch API helpers, the CLI, the server and the test server
+    are public."""
     package = Path(expertprompting.__file__).parent
     public = set()
     for path in package.rglob("*.py"):

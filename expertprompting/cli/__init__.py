@@ -1,7 +1,8 @@
 """The ``expertprompting`` command line.
 
 Subcommands: ``answer``, ``identify``, ``prompt`` (the exact messages, no request),
-``generate`` (a whole dataset file, resumably), ``judge``, ``compare`` and ``batch``. Every
+``generate`` (a whole dataset file, resumably), ``judge``, ``compare``, ``batch`` and ``serve``
+(the OpenAI-compatible server). Every
 subcommand is a function taking the parsed arguments and returning an exit code;
 :func:`build_parser` wires them up, offering each command only the options it uses.
 
@@ -10,6 +11,7 @@ Where each command lives:
 - ``answer``, ``identify``, ``prompt``: :mod:`expertprompting.cli._answer`
 - ``generate``, ``batch`` (and the ``batch`` sub-parser): :mod:`expertprompting.cli._datasets`
 - ``judge``, ``compare``: :mod:`expertprompting.cli._evaluation`
+- ``serve``: :mod:`expertprompting.cli._serve`
 - what several share (model resolution, :func:`for_cli`, the notes, argument types, option
   groups, errors as one line): :mod:`expertprompting.cli._common`
 
@@ -49,6 +51,7 @@ from ._common import LOCAL_NOTE as LOCAL_NOTE
 from ._common import UsageError as UsageError
 from ._datasets import add_batch_parser, cmd_generate
 from ._evaluation import cmd_compare, cmd_judge
+from ._serve import add_serve_parser, cmd_serve
 
 # the public names live in _common with the other shared helpers, and are importable from here
 __all__ = ["DEFAULT_OPENAI_MODEL", "build_parser", "for_cli", "main", "resolve_model"]
@@ -186,6 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument("--judge-cache", metavar="PATH", help="reuse verdicts (SQLite file)")
     add_model_options(comp, strategy=False, json_help="print the reports as JSON")
     comp.set_defaults(command=cmd_compare)
+    add_serve_parser(sub, cmd_serve)
     exact_options_only(parser)
     return parser
 

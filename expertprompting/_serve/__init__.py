@@ -1,0 +1,2 @@
+"""The OpenAI-compatible server (``expertprompting serve``); its public face is
+:mod:`expertprompting.server`."""
