@@ -120,8 +120,8 @@ def test_call_overrides_are_checked_as_the_prompter_settings_are() -> None:
         assert per_call <= set(inspect.signature(method).parameters)
     assert set(inspect.signature(ExpertPrompter.identify).parameters) >= per_call - {"max_tokens"}
     chat_call = set(CallOverrides.model_fields)
-    for method in (ExpertPrompter.chat, ExpertPrompter.stream_chat):
-        assert chat_call <= set(inspect.signature(method).parameters)
+    for chat_method in (ExpertPrompter.chat, ExpertPrompter.stream_chat):
+        assert chat_call <= set(inspect.signature(chat_method).parameters)
 
 
 def test_mypy_sees_the_keywords(tmp_path: Path) -> None:
