@@ -22,7 +22,7 @@ import hashlib
 import json
 import os
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, NamedTuple
@@ -44,17 +44,21 @@ from .outputs import (
 )
 
 __all__ = [
+    "FIRST_TURN_ONLY",
+    "LETTERS",
     "DatasetItem",
     "FailedItem",
     "InputProblem",
     "JSONRow",
     "ResultWriter",
+    "choice_letter",
     "coerce_item",
     "content_id",
     "output_row",
     "read_done_ids",
     "read_items",
     "read_rows",
+    "reference_answer",
     "repair_jsonl",
 ]
 
@@ -77,6 +81,12 @@ class DatasetItem(BaseModel):
     def key(self) -> str:
         """The id results are matched by: the item's own, else a hash of its content."""
         return self.id if self.id is not None else content_id(self.instruction, self.input)
+
+    @property
+    def reference(self) -> str | None:
+        """The reference answer the judge is shown, if the row gave one (see
+        :func:`reference_answer`)."""
+        return reference_answer(self.extra)
 
 
 class FailedItem(BaseModel):
@@ -119,12 +129,146 @@ def _text(value: Any, field: str) -> str | None:
     raise ValueError(f"{field!r} must be a string, not {type(value).__name__}")
 
 
+def _json_type(value: Any) -> str:
+    """A value's type as JSON names it, for messages about rows of a JSON file."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true or false"
+    names: dict[type, str] = {dict: "an object", list: "an array", str: "a string"}
+    return names.get(type(value), "a number")
+
+
+def _strings(value: Any, field: str) -> list[str]:
+    """A non-empty JSON array of non-empty strings (MT-Bench's ``turns``, ``choices``...)."""
+    if not isinstance(value, list):
+        raise ValueError(f"{field!r} must be an array of strings, not {_json_type(value)}")
+    if not value:
+        raise ValueError(f"{field!r} is empty")
+    for index, entry in enumerate(value):
+        if not isinstance(entry, str):
+            raise ValueError(
+                f"{field!r} must be an array of strings; entry {index + 1} is {_json_type(entry)}"
+            )
+        if not entry.strip():
+            raise ValueError(f"{field!r} entry {index + 1} is empty")
+    return value
+
+
+LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+"""The letters of multiple-choice options, in order (``choices[0]`` is A)."""
+
+FIRST_TURN_ONLY = "two-turn question: only the first turn was answered and judged"
+"""The ``note`` a row with several ``turns`` carries in its ``extra``: the second turn is not
+answered (yet), so reports can count such rows."""
+
+
+def _loose(text: str) -> str:
+    """Lower case, spaces collapsed: how an answer given as an option's text is matched."""
+    return " ".join(text.lower().split())
+
+
+def choice_letter(choices: Sequence[str], answer: Any) -> str | None:
+    """The letter of the right option: ``answer`` is a letter (``"B"``, any case), the option's
+    text, or a 0-based index given as a JSON number (MMLU's layout). None if it is none of them.
+
+    A single letter within the options is read as a letter, even when an option's text is that
+    letter too.
+    """
+    if isinstance(answer, bool):
+        return None
+    if isinstance(answer, int):
+        return LETTERS[answer] if 0 <= answer < len(choices) else None
+    if not isinstance(answer, str):
+        return None
+    stripped = answer.strip()
+    if len(stripped) == 1 and stripped.upper() in LETTERS[: len(choices)]:
+        return stripped.upper()
+    found = [i for i, option in enumerate(choices) if _loose(option) == _loose(stripped)]
+    return LETTERS[found[0]] if len(found) == 1 else None
+
+
+def _check_gold(choices: list[str] | None, answer: Any) -> None:
+    """Refuse a multiple-choice row whose gold ``answer`` names none of its ``choices`` (see
+    :func:`choice_letter`): the row contradicts itself. Any other ``answer`` (a list, an
+    object: another dataset's layout) is kept as it is and simply not scored."""
+    if choices is None or answer is None or isinstance(answer, bool):
+        return
+    if not isinstance(answer, (str, int)):
+        return
+    if choice_letter(choices, answer) is None:
+        raise ValueError(
+            f"'answer' {answer!r} is none of the {len(choices)} choices: give its letter "
+            f"(A to {LETTERS[len(choices) - 1]}), its text, or its 0-based index"
+        )
+
+
+def _with_options(instruction: str, choices: Sequence[str]) -> str:
+    """The instruction with its options lettered below it, unless it lists them already.
+
+    Listing them is what lets a model answer with a letter, and lets ``extract_choice`` read
+    it. The check makes this idempotent: an item read back from an errors file (whose
+    instruction holds the options) is not given them twice.
+    """
+    listed = all(
+        re.search(
+            rf"^[ \t]*\(?{LETTERS[i]}[.):][ \t]*{re.escape(option.strip())}[ \t]*$",
+            instruction,
+            re.MULTILINE,
+        )
+        for i, option in enumerate(choices)
+    )
+    options = "\n".join(f"{LETTERS[i]}. {option.strip()}" for i, option in enumerate(choices))
+    block = f"\n\n{options}\n\nAnswer with the letter of the correct option."
+    # the block itself ends an instruction already given it (options spanning lines included)
+    if listed or instruction.endswith(block):
+        return instruction
+    return instruction.rstrip() + block
+
+
+def reference_answer(fields: Mapping[str, Any]) -> str | None:
+    """The reference answer a question's fields carry, or None.
+
+    ``fields`` are a question row's (an item's ``extra``, or ``extra`` of an answer row written
+    by ``generate``). In order: ``reference`` (a string, or MT-Bench's list: its first element),
+    Alpaca's ``output``, then the gold ``answer`` (for multiple choice, the right option as
+    ``"B. Paris"``). Empty text counts as none.
+    """
+    reference = fields.get("reference")
+    if isinstance(reference, list):
+        reference = reference[0] if reference else None
+    for text in (reference, fields.get("output")):
+        if isinstance(text, str) and text.strip():
+            return text
+    answer = fields.get("answer")
+    if answer is None or isinstance(answer, bool) or not isinstance(answer, (str, int, float)):
+        return None
+    choices = fields.get("choices")
+    if isinstance(choices, list) and all(isinstance(c, str) for c in choices):
+        letter = choice_letter(choices, answer)
+        return None if letter is None else f"{letter}. {choices[LETTERS.index(letter)]}"
+    text = str(answer)
+    return text if text.strip() else None
+
+
 def coerce_item(value: Any) -> DatasetItem:
     """An item from what users pass: a string, a mapping, or a pydantic model.
 
-    Mappings need ``instruction``; ``input`` and ``id`` are optional (a numeric id becomes a
-    string); other fields (Alpaca's ``output``, a ``category``...) are kept in ``extra``.
-    Raises ``ValueError`` saying what is wrong.
+    Mappings are read in any of these layouts (a numeric id becomes a string):
+
+    - ours and Alpaca's: ``instruction``, optional ``input`` and ``id``; Alpaca's ``output`` is
+      kept (and serves as the reference answer);
+    - Vicuna's: ``question_id`` (the id), ``text`` (the instruction), ``category``;
+    - MT-Bench's: ``question_id``, ``category``, ``turns`` (a list of strings: the first is the
+      instruction), optional ``reference`` (a list: the first is the first turn's reference).
+
+    ``instruction`` wins over ``text``, which wins over ``turns``; ``id`` over ``question_id``.
+    Other fields (``category``, ``reference``, ``choices``, ``answer``, ``turns``...) are
+    kept in ``extra`` as given. ``choices`` that are a list of 2 to 26 option texts make a
+    multiple-choice row: they are lettered A, B... and listed under the instruction (unless it
+    lists them already), and its ``answer``, if any, must name one of them. Fields of other
+    layouts (an ``answer`` object, a non-text ``reference``) are kept and simply not used for
+    evaluation. Raises ``ValueError`` saying what is wrong.
     """
     if isinstance(value, DatasetItem):
         return value
@@ -138,14 +282,43 @@ def coerce_item(value: Any) -> DatasetItem:
         raise ValueError(
             f"an item must be a string, a mapping or a pydantic model, not {type(value).__name__}"
         )
+    used = {"instruction", "input", "id"}  # fields that become the item, not its extra
+    turns: list[str] | None = None
     instruction = _text(value.get("instruction"), "instruction")
+    if instruction is None and value.get("text") is not None:
+        instruction = _text(value["text"], "text")  # Vicuna
+        used.add("text")
+    if instruction is None and value.get("turns") is not None:
+        turns = _strings(value["turns"], "turns")
+        instruction = turns[0]  # MT-Bench; the turns stay in extra
     if instruction is None or not instruction.strip():
-        raise ValueError("no instruction (a non-empty 'instruction' field is required)")
+        raise ValueError(
+            "no instruction (a non-empty 'instruction' field is required, or Vicuna's 'text', "
+            "or MT-Bench's 'turns')"
+        )
     raw_id = value.get("id")
-    if raw_id is not None and not isinstance(raw_id, (str, int)):
-        raise ValueError(f"'id' must be a string or an integer, not {type(raw_id).__name__}")
+    if raw_id is None and value.get("question_id") is not None:
+        raw_id = value["question_id"]
+        used.add("question_id")
+    if raw_id is not None and (isinstance(raw_id, bool) or not isinstance(raw_id, (str, int))):
+        name = "question_id" if "question_id" in used else "id"
+        raise ValueError(f"{name!r} must be a string or an integer, not {_json_type(raw_id)}")
     input_text = _text(value.get("input"), "input")
-    extra = {k: v for k, v in value.items() if k not in ("instruction", "input", "id")}
+    # The fields below only matter to evaluation; a row of another layout (an 'answer' object,
+    # 'choices' that are not option texts) is answered all the same, its fields kept as given.
+    choices: list[str] | None = None
+    raw_choices = value.get("choices")
+    if (
+        isinstance(raw_choices, list)
+        and 2 <= len(raw_choices) <= len(LETTERS)
+        and all(isinstance(c, str) and c.strip() for c in raw_choices)
+    ):
+        choices = raw_choices
+        instruction = _with_options(instruction, choices)
+    _check_gold(choices, value.get("answer"))
+    extra = {k: v for k, v in value.items() if k not in used}
+    if turns is not None and len(turns) > 1:
+        extra["note"] = FIRST_TURN_ONLY
     return DatasetItem(
         instruction=instruction,
         input=input_text if input_text and input_text.strip() else None,

@@ -13,6 +13,12 @@ pair with one readable order is scored from that order alone. A pair whose reque
 HTTP error after the retries, a budget refusal) is not a verdict at all: it goes to the errors
 file with its reason, counts as failed, and a rerun judges it again.
 
+A question with a reference answer (a ``reference`` field, Alpaca's ``output``, or a gold
+``answer``, copied into the answer rows' ``extra`` by ``generate``) is judged with the
+reference-guided prompt (``judge_reference.jinja``), which shows the judge the reference, as
+MT-Bench does for maths and coding; its verdicts are read and scored the same way. Questions
+without one get the plain prompt, exactly as before.
+
 Parsing (:func:`parse_verdict`), scoring (:func:`score_pair`) and the report
 (:func:`build_report`) are pure functions; :class:`Judge` sends the requests through the same
 drivers, retries, rate limits and budget as everything else.
@@ -26,7 +32,7 @@ import os
 import sys
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 if sys.version_info >= (3, 11):
     from typing import Never
@@ -35,7 +41,7 @@ else:  # pragma: no cover - Python 3.10
 
 
 from .._datasets.generate import default_errors_path
-from .._datasets.items import InputProblem, ResultWriter, read_rows
+from .._datasets.items import InputProblem, ResultWriter, read_rows, reference_answer
 from .._datasets.outputs import (
     ERROR_ROWS,
     VERDICT_ROWS,
@@ -66,10 +72,10 @@ if TYPE_CHECKING:  # types only: importing the judge must not import the SDK
     from .._method.config import ModelPrice, RunBudget
     from .._method.tokens import TokenCounter
 
-from .report import ComparisonReport, build_report
+from .report import ComparisonReport, build_report, with_lengths
 from .verdicts import PairVerdict, Verdict, parse_verdict, score_pair
 
-__all__ = ["Judge", "match_rows"]
+__all__ = ["Judge", "MatchedPair", "match_rows"]
 
 
 def _json_type(value: Any) -> str:
@@ -139,13 +145,39 @@ def _category(*rows: Mapping[str, Any]) -> str | None:
     return None
 
 
+class MatchedPair(NamedTuple):
+    """One question answered in both files: what the judge is shown."""
+
+    id: str
+    question: str
+    category: str | None
+    answer_a: str
+    answer_b: str
+    reference: str | None = None
+    """The question's reference answer, from the ``extra`` that ``generate`` copies from the
+    question row (see ``reference_answer``); None: judged without one."""
+
+
+def _reference(*rows: Mapping[str, Any]) -> str | None:
+    """The reference answer the answer rows carry: their question's fields (``extra``), else a
+    ``reference`` field of the row itself (never its ``answer``: that is the model's)."""
+    for row in rows:
+        extra = row.get("extra")
+        found = reference_answer(extra) if isinstance(extra, Mapping) else None
+        if found is None and isinstance(row.get("reference"), (str, list)):
+            found = reference_answer({"reference": row["reference"]})
+        if found is not None:
+            return found
+    return None
+
+
 def match_rows(
     a_path: str | os.PathLike[str],
     b_path: str | os.PathLike[str],
     *,
     on_problem: Callable[[InputProblem], None] | None = None,
-) -> list[tuple[str, str, str | None, str, str]]:
-    """``(id, question, category, answer_a, answer_b)`` for rows present in both files.
+) -> list[MatchedPair]:
+    """``(id, question, category, answer_a, answer_b, reference)`` for rows in both files.
 
     Rows are matched by ``id``; files without ids are matched by instruction (and input). Each
     row needs an ``answer``, and an ``instruction`` in file A (the question) or in a row of B
@@ -175,7 +207,14 @@ def match_rows(
         if row.get("input"):
             question += "\n\n" + str(row["input"])
         matched.append(
-            (key(row), question, _category(row, other), row["answer"], str(other.get("answer", "")))
+            MatchedPair(
+                key(row),
+                question,
+                _category(row, other),
+                row["answer"],
+                str(other.get("answer", "")),
+                _reference(row, other),
+            )
         )
     return matched
 
@@ -197,8 +236,10 @@ class Judge:
     ``Judge(model="gpt-4o", ...)`` takes the connection, sampling and budget settings of
     :class:`~expertprompting.ExpertPrompter` that shape a verdict request (``base_url``,
     ``api_key``, ``client``, ``retry``, ``max_total_tokens``...); ``template=`` replaces the
-    judge prompt (variables ``question``, ``answer_1``, ``answer_2``). Verdicts use
-    temperature 0 unless set. ``cache=`` (off by default; a path for a SQLite file) reuses
+    judge prompt (variables ``question``, ``answer_1``, ``answer_2``), and
+    ``reference_template=`` the prompt of questions that carry a reference answer (the same
+    and ``reference``; built in: ``judge_reference.jinja``). Verdicts use temperature 0 unless
+    set. ``cache=`` (off by default; a path for a SQLite file) reuses
     verdicts of identical requests, across runs and comparisons.
     """
 
@@ -207,6 +248,7 @@ class Judge:
         model: str = "gpt-4o",
         *,
         template: TemplateSource | None = None,
+        reference_template: TemplateSource | None = None,
         max_verdict_tokens: int = 400,
         base_url: str | None = None,
         api_key: str | None = None,
@@ -241,6 +283,8 @@ class Judge:
             ``"local"``...).
         :param template: Replaces the judge prompt (variables ``question``, ``answer_1``,
             ``answer_2``).
+        :param reference_template: Replaces the prompt of questions with a reference answer
+            (the same variables and ``reference``).
         :param max_verdict_tokens: Cap on a verdict's length (default 400).
         :param base_url: The endpoint (default ``OPENAI_BASE_URL``, else OpenAI).
         :param api_key: The key (default ``OPENAI_API_KEY``).
@@ -302,6 +346,7 @@ class Judge:
         # the planner's request sizing and sampling; the method's templates are not needed
         self._planner = Planner(self.config, {}, [], self.session.counter)
         self.template = load_template("judge", template)
+        self.reference_template = load_template("judge_reference", reference_template)
         self.max_verdict_tokens = max_verdict_tokens
 
     @property
@@ -314,9 +359,20 @@ class Judge:
         """Running totals of every verdict request this judge sent."""
         return self.session.usage
 
-    def request(self, question: str, first: str, second: str) -> ChatRequest:
-        """The exact request judging ``first`` (Assistant 1) against ``second``."""
-        text = self.template.render(question=question, answer_1=first, answer_2=second)
+    def request(
+        self, question: str, first: str, second: str, reference: str | None = None
+    ) -> ChatRequest:
+        """The exact request judging ``first`` (Assistant 1) against ``second``.
+
+        With a ``reference`` answer, the reference-guided prompt shows it to the judge (as
+        MT-Bench does for maths and coding); the verdict is read the same way.
+        """
+        if reference is None:
+            text = self.template.render(question=question, answer_1=first, answer_2=second)
+        else:
+            text = self.reference_template.render(
+                question=question, answer_1=first, answer_2=second, reference=reference
+            )
         messages = self._planner.user_messages(text)
         return self._planner.request("verdict", messages, cap=self.max_verdict_tokens)
 
@@ -345,11 +401,18 @@ class Judge:
         return Verdict(order=order, raw=raw, scores=None, attempts=2)
 
     async def _judge_pair(
-        self, driver: Any, id: str, question: str, category: str | None, a: str, b: str
+        self,
+        driver: Any,
+        id: str,
+        question: str,
+        category: str | None,
+        a: str,
+        b: str,
+        reference: str | None = None,
     ) -> PairVerdict:
         first, second = await asyncio.gather(
-            self._verdict(driver, self.request(question, a, b), "AB"),
-            self._verdict(driver, self.request(question, b, a), "BA"),
+            self._verdict(driver, self.request(question, a, b, reference), "AB"),
+            self._verdict(driver, self.request(question, b, a, reference), "BA"),
         )
         verdicts = [first, second]
         score_a, score_b, outcome, consistent = score_pair(verdicts)
@@ -379,6 +442,8 @@ class Judge:
         errors_path: str | os.PathLike[str] | None = None,
         progress: bool = True,
         on_problem: Callable[[str], None] | None = None,
+        counter: TokenCounter | None = None,
+        seed: int = 0,
     ) -> ComparisonReport:
         """Async twin of :meth:`judge_files`."""
         check_concurrency(concurrency)
@@ -398,6 +463,8 @@ class Judge:
                 tpm=tpm,
                 progress=progress,
                 on_problem=on_problem,
+                counter=counter,
+                seed=seed,
             )
 
     async def _ajudge_files(
@@ -414,8 +481,12 @@ class Judge:
         tpm: float | None,
         progress: bool,
         on_problem: Callable[[str], None] | None,
+        counter: TokenCounter | None,
+        seed: int,
     ) -> ComparisonReport:
         """:meth:`ajudge_files` once its files are checked and locked."""
+        # answer lengths, for the length-controlled win rate: the answering model's tokens
+        lengths = counter if counter is not None else self.session.counter
         # before reading anything else: refuse a verdicts or errors file that is not ours
         done: set[str] = set()
         judges: set[str] = set()
@@ -461,8 +532,9 @@ class Judge:
                 error_log.write({"kind": "input", "where": str(problem), "error": problem.reason})
             async with self.session.open_run(rpm=rpm, tpm=tpm) as driver:
 
-                async def judge(_: int, item: tuple[str, str, str | None, str, str]) -> PairVerdict:
-                    return await self._judge_pair(driver, *item)
+                async def judge(_: int, item: MatchedPair) -> PairVerdict:
+                    verdict = await self._judge_pair(driver, *item)
+                    return with_lengths(verdict, item[3], item[4], lengths)
 
                 def record(_: int, __: object, verdict: PairVerdict) -> None:
                     failure = next((v.error for v in verdict.verdicts if v.error), None)
@@ -481,13 +553,14 @@ class Judge:
                     await run_pool(todo, judge, concurrency=concurrency, on_result=record)
                 finally:
                     bar.close()
-        wanted = {p[0] for p in pairs}
+        answers = {p[0]: (p[3], p[4]) for p in pairs}
         judged = [
-            PairVerdict.model_validate(row)
+            # rows of older files carry no lengths: counted here from the answers
+            with_lengths(PairVerdict.model_validate(row), *answers[row["id"]], lengths)
             for row in _read_jsonl(verdicts_path)
-            if row.get("id") in wanted
+            if row.get("id") in answers
         ]
-        report = build_report(a_name, b_name, judged, failed=stats.failed)
+        report = build_report(a_name, b_name, judged, failed=stats.failed, seed=seed)
         report.input_problems = len(problems)
         return report
 
@@ -505,6 +578,8 @@ class Judge:
         errors_path: str | os.PathLike[str] | None = None,
         progress: bool = True,
         on_problem: Callable[[str], None] | None = None,
+        counter: TokenCounter | None = None,
+        seed: int = 0,
     ) -> ComparisonReport:
         """Judge every question answered in both files; resumable through ``verdicts_path``.
 
@@ -526,6 +601,9 @@ class Judge:
         :param on_problem: Called with ``file:line: reason`` for each row of the answer files
             that cannot be judged; such rows are skipped, written to the errors file and
             counted in ``input_problems``.
+        :param counter: Counts the answers' tokens for the length figures (default: the
+            judge's counter; ``compare`` passes the answering prompter's).
+        :param seed: Seed of the report's bootstrap intervals (same seed, same intervals).
         """
         return run_sync(
             self.ajudge_files(
@@ -540,14 +618,16 @@ class Judge:
                 errors_path=errors_path,
                 progress=progress,
                 on_problem=on_problem,
+                counter=counter,
+                seed=seed,
             )
         )
 
-    def judge(self, question: str, a: str, b: str) -> PairVerdict:
-        """Judge one pair, in both orders."""
+    def judge(self, question: str, a: str, b: str, reference: str | None = None) -> PairVerdict:
+        """Judge one pair, in both orders (shown the ``reference`` answer, if given)."""
 
         async def go() -> PairVerdict:
             async with self.session.open_run() as driver:
-                return await self._judge_pair(driver, "-", question, None, a, b)
+                return await self._judge_pair(driver, "-", question, None, a, b, reference)
 
         return run_sync(go())

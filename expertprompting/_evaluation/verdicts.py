@@ -200,6 +200,11 @@ class PairVerdict(BaseModel):
     judge_model: str | None = Field(
         default=None, description="The judge that wrote the verdicts (None in older files)."
     )
+    length_a: int | None = Field(
+        default=None,
+        description="A's answer in tokens (None in older files: recounted from the answers).",
+    )
+    length_b: int | None = Field(default=None, description="B's answer in tokens.")
 
 
 def _preference(a: float, b: float) -> int:

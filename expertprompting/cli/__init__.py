@@ -50,7 +50,7 @@ from ._common import (
 from ._common import LOCAL_NOTE as LOCAL_NOTE
 from ._common import UsageError as UsageError
 from ._datasets import add_batch_parser, cmd_generate
-from ._evaluation import cmd_compare, cmd_judge
+from ._evaluation import add_judge_model_option, add_metric_option, cmd_compare, cmd_judge
 from ._serve import add_serve_parser, cmd_serve
 
 # the public names live in _common with the other shared helpers, and are importable from here
@@ -144,9 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     judge.add_argument("a", metavar="A.jsonl", help="answers of system A (e.g. generate's output)")
     judge.add_argument("b", metavar="B.jsonl", help="answers of system B, compared against A")
-    judge.add_argument(
-        "--judge-model", metavar="MODEL", help="the judge (default: as --model resolves)"
-    )
+    add_judge_model_option(judge, "as --model resolves")
     judge.add_argument(
         "-o",
         "--output",
@@ -179,9 +177,8 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="A,B,...",
         help="comma-separated, baseline first (vanilla,expert)",
     )
-    comp.add_argument(
-        "--judge-model", metavar="MODEL", help="the judge (default: the answering model)"
-    )
+    add_judge_model_option(comp, "the answering model")
+    add_metric_option(comp)
     comp.add_argument(
         "-o", "--output", required=True, metavar="DIR", help="folder for answers and report"
     )
