@@ -667,3 +667,22 @@ def test_a_stream_reader_that_leaves_cancels_the_upstream_stream(
     _wait(lambda: app.state.admission.running == 0)
     assert app.state.in_flight == 0
     assert len(server.chat_requests) == 1
+
+
+# -- told rate limits ------------------------------------------------------------------------
+def test_told_limits_hold_while_the_server_runs(start: Start) -> None:
+    """--rpm / --tpm reach each model's rate limiter for as long as the server runs."""
+    running = start(rpm=90, tpm=40_000)
+    limiter = running.state.prompters[MODEL].session.limiter
+    assert limiter is not None
+    assert (limiter.rpm, limiter.tpm) == (90, 40_000)
+    reply = running.client().chat.completions.create(model=f"vanilla/{MODEL}", messages=_user("Hi"))
+    assert reply.choices[0].message.content
+    running.stop()  # the lifespan ends: the told limits are withdrawn
+    assert (limiter.rpm, limiter.tpm) == (None, None)
+
+
+def test_no_limits_are_told_by_default(start: Start) -> None:
+    limiter = start().state.prompters[MODEL].session.limiter
+    assert limiter is not None
+    assert (limiter.rpm, limiter.tpm) == (None, None)
