@@ -434,6 +434,22 @@ def test_upstream_failure_is_a_502(start: Start, server: FakeOpenAIServer, reply
     assert response.status_code == 502
     assert _error(response)["type"] == "upstream_error"
     assert "Traceback" not in response.text
+    # what happened, not the library's advice to the operator, which names the upstream
+    assert server.base_url.removesuffix("/v1") not in response.text
+    assert "RetryPolicy" not in response.text
+
+
+def test_a_refusal_upstream_is_told_in_the_upstream_words(
+    start: Start, server: FakeOpenAIServer
+) -> None:
+    refusal = {"error": {"message": "response_format is not supported by this model"}}
+    server.script(Reply(status=400, error_body=refusal))
+    app = start()
+    response = _post(app.url, {"model": f"vanilla/{MODEL}", "messages": _user("x")})
+    assert response.status_code == 502
+    message = _error(response)["message"]
+    assert message.startswith("The upstream model refused the request (HTTP 400)")
+    assert "response_format is not supported by this model" in message
 
 
 def test_the_upstream_key_never_reaches_a_client_or_the_log(
@@ -443,11 +459,12 @@ def test_the_upstream_key_never_reaches_a_client_or_the_log(
     server.script(Reply(status=400, error_body=echoing), Reply(status=500, error_body=echoing))
     app = start()
     with caplog.at_level(logging.DEBUG):
-        for _ in range(2):
+        for told in (True, False):  # a 400 is told in the upstream's words; a 500 is not
             response = _post(app.url, {"model": f"vanilla/{MODEL}", "messages": _user("x")})
             assert response.status_code == 502
             assert UPSTREAM_KEY not in response.text
-            assert "Incorrect API key provided: ***" in _error(response)["message"]
+            message = _error(response)["message"]
+            assert ("Incorrect API key provided: ***" in message) is told
     assert len(server.chat_requests) == 2
     assert server.chat_requests[0].headers["authorization"] == f"Bearer {UPSTREAM_KEY}"
     assert "upstream failure" in caplog.text

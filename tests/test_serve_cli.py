@@ -65,6 +65,25 @@ def test_a_missing_extra_says_what_to_install(
     )
 
 
+def test_a_port_in_use_is_one_clear_line(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import socket
+
+    monkeypatch.setenv("OPENAI_API_KEY", "upstream-key")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        upstream = ["--model", "gpt-4o-mini", "--base-url", "http://127.0.0.1:9/v1"]
+        code = main(["serve", "--port", str(port), *upstream])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.count("\n") == 1
+    assert err.startswith(f"expertprompting: error: Cannot listen on 127.0.0.1:{port} (")
+    assert "choose another port" in err
+
+
 def test_a_missing_keys_file_is_a_usage_error(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:

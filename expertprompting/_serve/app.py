@@ -141,7 +141,7 @@ class ServerState:
                 text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
                 logger.error("a request failed:\n%s", self.scrub(text))
             else:
-                logger.warning("upstream failure: %s", error.message)
+                logger.warning("upstream failure: %s", self.scrub(" ".join(str(exc).split())))
         return error
 
     def authorized(self, header: bytes | None) -> bool:

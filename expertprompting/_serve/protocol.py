@@ -115,10 +115,33 @@ def library_error(
     if isinstance(exc, BudgetExceededError):
         return APIError(429, text, type="insufficient_quota", code="insufficient_quota")
     if isinstance(exc, (RetryError, RequestError, ResponseError)):
-        return APIError(
-            502, f"The upstream model failed: {text}", type="upstream_error", code="upstream_error"
-        )
+        message = scrub(" ".join(_upstream_failure(exc).split()))
+        return APIError(502, message, type="upstream_error", code="upstream_error")
     return APIError(500, INTERNAL_MESSAGE, type="server_error", code="internal_error")
+
+
+def _upstream_failure(exc: RetryError | RequestError | ResponseError) -> str:
+    """What a client is told of an upstream failure: what happened, in the upstream's own
+    words when it refused the request, but not the library's advice to its operator (which
+    names the upstream's address: that goes to the server's log)."""
+    cause = exc.__cause__
+    status = getattr(exc, "status_code", None) or getattr(cause, "status_code", None)
+    if isinstance(exc, RequestError):
+        said = getattr(cause, "message", None)
+        return f"The upstream model refused the request (HTTP {status})" + (
+            f": {said}" if isinstance(said, str) and said else "."
+        )
+    attempts = exc.attempts
+    tries = f"{attempts} attempt{'s' if attempts != 1 else ''}"
+    if isinstance(exc, ResponseError):
+        return f"The upstream model's reply was unusable ({exc.reason}) after {tries}."
+    if status is not None:
+        why = f"HTTP {status}"
+    elif "Timeout" in type(cause).__name__:
+        why = "it did not answer in time"
+    else:
+        why = "no connection"
+    return f"The upstream model failed after {tries} ({why}); retry later."
 
 
 # -- the request -------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 import uvicorn
 
+from .._method.errors import ConfigurationError
 from .app import ServerState, create_app
 from .settings import ServerSettings
 
@@ -91,5 +92,23 @@ def serve(
         access_log=False,
         lifespan="on",
     )
+    listening = _listen(settings.host, settings.port)
     server = DrainingServer(config, app.state.expertprompting, on_ready)
-    server.run()
+    server.run(sockets=[listening])
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """The server's socket, bound here so that a port in use is one clear error (uvicorn
+    would log it and exit)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise ConfigurationError(
+            f"Cannot listen on {host}:{port} ({exc.strerror or exc}); choose another port, or "
+            "stop what is using it."
+        ) from None
+    return sock
