@@ -26,6 +26,7 @@ import uvicorn
 from openai.types.chat import ChatCompletionMessageParam
 
 from expertprompting import ExpertPrompter, RetryPolicy
+from expertprompting._method.conversation import read_conversation
 from expertprompting.server import ServerSettings, create_app
 from expertprompting.testing import FakeOpenAIServer, Reply
 
@@ -170,6 +171,37 @@ def test_one_turn_sends_upstream_exactly_what_answer_sends(
     )
     list(chunks)
     assert [r.json for r in server.chat_requests] == direct
+
+
+def test_a_conversation_sends_what_chat_sends_and_later_turns_cost_one_request(
+    start: Start, server: FakeOpenAIServer
+) -> None:
+    server.script(Reply(content="You are a tidal physicist."), Reply(content="The Moon pulls."))
+    app = start()
+    first: list[ChatCompletionMessageParam] = [
+        {"role": "system", "content": "Answer for sailors."},
+        {"role": "user", "content": "Explain tides."},
+    ]
+    one = app.client().chat.completions.create(model=MODEL, messages=first)
+    assert (one.model_extra or {})["expert_identity"] == "You are a tidal physicist."
+    assert len(server.chat_requests) == 2
+    later: list[ChatCompletionMessageParam] = [
+        *first,
+        {"role": "assistant", "content": "The Moon pulls."},
+        {"role": "user", "content": "And spring tides?"},
+    ]
+    server.script(Reply(content="Sun and Moon align."))
+    two = app.client().chat.completions.create(model=MODEL, messages=later)
+    assert len(server.chat_requests) == 3  # one more: the answer, under the same identity
+    assert two.choices[0].message.content == "Sun and Moon align."
+    assert (two.model_extra or {})["expert_identity"] == "You are a tidal physicist."
+    assert two.usage is not None
+    assert two.usage.model_dump()["requests"] == 1
+    ep = app.state.prompters[MODEL]
+    expected = ep.planner.conversation_messages(
+        read_conversation([dict(m) for m in later]), "You are a tidal physicist.", "expert"
+    )
+    assert server.chat_requests[2].json["messages"] == expected
 
 
 def test_sampling_parameters_reach_the_answer_request(
