@@ -813,6 +813,7 @@ class ExpertPrompter:
                     max_errors=max_errors,
                     progress=bar,
                     stats=stats,
+                    answerer=self,  # later turns of several-turn questions
                 )
         except TooManyErrorsError as exc:
             size = max(results, default=-1) + 1
@@ -843,7 +844,8 @@ class ExpertPrompter:
         ``.results`` holds what finished). ``concurrency`` bounds the requests in flight;
         ``rpm``/``tpm`` cap the request and token rates of the whole run, and a 429 pauses
         every worker. Works in notebooks too (it runs its own event loop when one is already
-        running).
+        running). An item with several ``turns`` (MT-Bench's) is answered as a conversation:
+        its later turns with :meth:`achat`, every answer in ``turns_answers``.
         """
         return run_sync(
             self.aanswer_many(

@@ -202,3 +202,15 @@ def test_compare_command_repeats_judge_model(
     refused = subprocess.run(twice, capture_output=True, text=True, env=_env(), timeout=120)
     assert refused.returncode == 2
     assert "a --judge-model is given twice" in refused.stderr
+
+
+def test_auto_uses_a_named_judge_even_on_gold_answers() -> None:
+    """--metric auto picks accuracy for a file of gold answers, unless a judge is named."""
+    from pathlib import Path
+
+    from expertprompting._evaluation.compare import resolve_metric
+
+    gold = Path(__file__).parent.parent / "examples" / "multiple_choice.jsonl"
+    assert resolve_metric("auto", gold) == "accuracy"
+    assert resolve_metric("auto", gold, judge_named=True) == "judge"
+    assert resolve_metric("accuracy", gold, judge_named=True) == "accuracy"

@@ -92,8 +92,9 @@ def test_a_result_shows_every_judge_and_their_agreement() -> None:
 
 def test_an_accuracy_result_shows_its_table_and_chart() -> None:
     scores = {
-        "vanilla": [GoldScore(id=str(i), correct=i < 5) for i in range(10)],
-        "expert": [GoldScore(id=str(i), correct=i < 8) for i in range(10)],
+        # expert alone right on 15 questions, vanilla alone on none: a clear difference
+        "vanilla": [GoldScore(id=str(i), correct=i < 10) for i in range(30)],
+        "expert": [GoldScore(id=str(i), correct=i < 25) for i in range(30)],
     }
     accuracy = accuracy_report(scores)
     shown = CompareResult(

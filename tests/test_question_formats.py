@@ -10,7 +10,6 @@ import pytest
 
 from expertprompting import read_items
 from expertprompting._datasets.items import (
-    FIRST_TURN_ONLY,
     DatasetItem,
     InputProblem,
     choice_letter,
@@ -39,10 +38,12 @@ def test_an_mt_bench_row_asks_its_first_turn() -> None:
     assert (item.id, item.instruction) == ("81", "What is 2 + 3?")
     assert item.extra["turns"] == row["turns"]  # kept for the second turn
     assert item.reference == "5"  # the first turn's
-    # a two-turn row says that only its first turn is answered
-    assert item.extra["note"] == FIRST_TURN_ONLY
+    # a two-turn row is answered as a conversation (tests/test_multiturn.py): no note on it
+    assert item.turns == row["turns"]
+    assert "note" not in item.extra
     one_turn = coerce_item({"question_id": 82, "category": "math", "turns": ["What is 1 + 1?"]})
     assert "note" not in one_turn.extra
+    assert one_turn.turns is None
     assert one_turn.reference is None
 
 

@@ -11,7 +11,6 @@ import jinja2
 import pytest
 
 from expertprompting import ExpertPrompter
-from expertprompting._datasets.items import FIRST_TURN_ONLY
 from expertprompting._evaluation.judge import Judge, match_rows
 from expertprompting._method.errors import TemplateError
 from expertprompting.testing import FakeOpenAIServer, RecordedRequest, Reply
@@ -100,6 +99,10 @@ def _verdict_texts(requests: list[RecordedRequest]) -> dict[str, list[str]]:
     found: dict[str, list[str]] = {}
     for req in requests:
         text = req.messages[-1]["content"]
+        if "### Question\n" not in text:  # a conversation's: its first turn (test_multiturn.py)
+            question = text.split("#### User (turn 1)\n", 1)[1].split("\n\n", 1)[0]
+            found.setdefault(question, []).append(text)
+            continue
         question = text.split("### Question\n", 1)[1].split("\n\n###", 1)[0]
         found.setdefault(question.splitlines()[0], []).append(text)
     return found
@@ -123,9 +126,10 @@ def test_generated_answers_carry_the_reference_to_the_judge(
     }
     assert rows["ref"]["extra"]["reference"] == "2 + 2 = 4"
     assert rows["mt"]["extra"]["reference"] == ["10 / 2 = 5", "10"]
-    # a two-turn row is answered on its first turn only, and says so
+    # a two-turn row is answered as a conversation (tests/test_multiturn.py), with no note
     assert rows["mt"]["instruction"] == "Halve 10."
-    assert rows["mt"]["extra"]["note"] == FIRST_TURN_ONLY
+    assert len(rows["mt"]["turns_answers"]) == 2
+    assert "note" not in rows["mt"]["extra"]
 
     matched = {m.id: m for m in match_rows(tmp_path / "static.jsonl", tmp_path / "vanilla.jsonl")}
     assert {k: m.reference for k, m in matched.items()} == {
@@ -158,6 +162,8 @@ def test_generated_answers_carry_the_reference_to_the_judge(
                 )
             )
             assert all("Reference" not in t for t in texts)
+        elif pair.turns is not None:  # judged on the whole conversation, each turn's reference
+            assert all(f"#### Turn 1\n{pair.reference}\n" in t for t in texts)
         else:
             assert all(f"### Reference answer\n{pair.reference}\n" in t for t in texts)
 

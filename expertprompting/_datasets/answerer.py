@@ -2,17 +2,19 @@
 
 ``generate`` and the Batch API files take the prompter a user made, but the datasets layer sits
 below the facade (the facade's ``ep.generate`` calls down into it), so they name only what they
-use: its settings, its planner, its model session and its strategy names.
+use: its settings, its planner, its model session, its strategy names, and its chat call (the
+later turns of a question of several turns are answered as a conversation).
 """
 
 from __future__ import annotations
 
-from typing import Protocol
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
 
 from .._io.session import ModelSession
 from .._method.config import PrompterConfig
 from .._method.planner import Planner
-from .._method.results import Strategy
+from .._method.results import ExpertAnswer, ExpertIdentity, Strategy
 
 __all__ = ["Answerer"]
 
@@ -34,3 +36,12 @@ class Answerer(Protocol):
 
     def resolve_strategy(self, strategy: Strategy | None = None) -> Strategy:
         """The strategy a call given ``strategy`` uses, checked."""
+
+    async def achat(
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        *,
+        identity: str | ExpertIdentity | None = None,
+        strategy: Strategy | None = None,
+    ) -> ExpertAnswer:
+        """Answer the last user turn of a conversation (``ExpertPrompter.achat``)."""

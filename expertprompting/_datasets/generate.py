@@ -425,6 +425,7 @@ class _Job:
                     max_errors=max_errors,
                     progress=bar,
                     stats=stats,
+                    answerer=self.prompter,  # later turns of several-turn questions
                 )
         except (asyncio.CancelledError, KeyboardInterrupt):
             summary.interrupted = True

@@ -54,6 +54,7 @@ __all__ = [
     "choice_letter",
     "coerce_item",
     "content_id",
+    "item_turns",
     "output_row",
     "read_done_ids",
     "read_items",
@@ -87,6 +88,17 @@ class DatasetItem(BaseModel):
         """The reference answer the judge is shown, if the row gave one (see
         :func:`reference_answer`)."""
         return reference_answer(self.extra)
+
+    @property
+    def turns(self) -> list[str] | None:
+        """The user turns of a question of several (MT-Bench's ``turns``), the first being the
+        instruction as asked (options and all); None for a one-turn item.
+
+        Only turns the instruction came from count: the first must be the instruction (or
+        begin it, when multiple-choice options were listed under it), so an item read back
+        from an errors file, which names its instruction, keeps its turns.
+        """
+        return item_turns(self.instruction, self.extra)
 
 
 class FailedItem(BaseModel):
@@ -159,8 +171,10 @@ LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 """The letters of multiple-choice options, in order (``choices[0]`` is A)."""
 
 FIRST_TURN_ONLY = "two-turn question: only the first turn was answered and judged"
-"""The ``note`` a row with several ``turns`` carries in its ``extra``: the second turn is not
-answered (yet), so reports can count such rows."""
+"""The ``note`` an answer row of a question with several ``turns`` carries in its ``extra`` when
+only its first turn was answered (multi-expert, which answers single messages, and the Batch API
+files), so reports can count such rows. Rows answered as conversations carry
+``turns_answers`` instead."""
 
 
 def _loose(text: str) -> str:
@@ -251,6 +265,22 @@ def reference_answer(fields: Mapping[str, Any]) -> str | None:
     return text if text.strip() else None
 
 
+def item_turns(instruction: str, fields: Mapping[str, Any]) -> list[str] | None:
+    """The user turns of a question whose ``fields`` (an item's ``extra``, or an answer row's)
+    hold MT-Bench's ``turns``: ``instruction`` (as asked), then the later turns. None unless
+    there are several turns of text and the first is the instruction (or begins it, with
+    multiple-choice options listed under it)."""
+    turns = fields.get("turns")
+    if not isinstance(turns, list) or len(turns) < 2:
+        return None
+    if not all(isinstance(t, str) and t.strip() for t in turns):
+        return None
+    first = turns[0]
+    if instruction != first and not instruction.startswith(first.rstrip() + "\n\n"):
+        return None
+    return [instruction, *turns[1:]]
+
+
 def coerce_item(value: Any) -> DatasetItem:
     """An item from what users pass: a string, a mapping, or a pydantic model.
 
@@ -317,8 +347,6 @@ def coerce_item(value: Any) -> DatasetItem:
         instruction = _with_options(instruction, choices)
     _check_gold(choices, value.get("answer"))
     extra = {k: v for k, v in value.items() if k not in used}
-    if turns is not None and len(turns) > 1:
-        extra["note"] = FIRST_TURN_ONLY
     return DatasetItem(
         instruction=instruction,
         input=input_text if input_text and input_text.strip() else None,
@@ -617,6 +645,10 @@ def output_row(
     ``model`` is the model the endpoint said answered; ``requested_model`` (the name the run
     asked for) and ``fingerprint`` (``Planner.fingerprint``), when
     given, let a resumed run check that it continues the same kind of run.
+
+    A question of several turns answered as a conversation gets ``turns_answers`` (``answer``
+    stays the first turn's, as old readers expect); one answered on its first turn only gets
+    ``extra["note"] = FIRST_TURN_ONLY``.
     """
     row: dict[str, Any] = {
         "id": item.key,  # first: a torn row is recognised by how it starts
@@ -624,6 +656,7 @@ def output_row(
         "input": result.input or "",
         "expert_identity": result.expert_identity,
         "answer": result.answer,
+        **({} if result.turns_answers is None else {"turns_answers": result.turns_answers}),
         "model": result.model,
         "strategy": result.strategy,
         "usage": result.usage.model_dump(),
@@ -634,8 +667,14 @@ def output_row(
         row["requested_model"] = requested_model
     if fingerprint is not None:
         row["fingerprint"] = fingerprint
-    if item.extra:
-        row["extra"] = item.extra
+    extra = dict(item.extra)
+    if result.turns_answers is not None:
+        if extra.get("note") == FIRST_TURN_ONLY:  # an older run's row retried: not true now
+            del extra["note"]
+    elif item.turns is not None:
+        extra["note"] = FIRST_TURN_ONLY
+    if extra:
+        row["extra"] = extra
     return row
 
 

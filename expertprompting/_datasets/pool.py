@@ -21,6 +21,12 @@ answer request goes before any later item's request:
 With a ``max_requests`` budget, a new item starts only while the requests left cover what the
 items already started still need, so the budget finishes items instead of being spent on the
 first steps of many.
+
+A question of several turns (MT-Bench's ``turns``) is answered as a conversation, here, for
+``generate`` and ``answer_many`` alike: its first turn as any item (so one-turn items are
+untouched), then each later turn with the prompter's ``achat`` on the conversation so far,
+under the expert identity of the first turn (one request a turn). Multi-expert answers single
+messages: it answers the first turn only.
 """
 
 from __future__ import annotations
@@ -37,9 +43,10 @@ from typing import Any, TypeVar, cast
 from .._io.async_driver import AsyncDriver
 from .._method.errors import ConfigurationError, ExpertPromptingError
 from .._method.planner import Planner
-from .._method.results import ExpertAnswer, Strategy
+from .._method.results import ExpertAnswer, Strategy, Usage
 from .._method.strategies import strategy_flow
 from .._method.wire import ChatRequest, Exchange
+from .answerer import Answerer
 from .items import DatasetItem, FailedItem
 from .progress import Progress, RunStats
 
@@ -300,6 +307,51 @@ async def _fetch(
             started.in_flight -= 1
 
 
+async def _later_turns(
+    answerer: Answerer,
+    gate: PriorityGate,
+    seq: int,
+    started: _Started,
+    item: DatasetItem,
+    turns: list[str],
+    first: ExpertAnswer,
+    strategy: Strategy,
+) -> ExpertAnswer:
+    """``first`` (turn 1's answer) with the later turns answered as a conversation.
+
+    Each later turn is one ``achat`` call on ``[user t1, assistant a1, user t2, ...]``, under
+    the identity turn 1 was answered as (so the expert is not asked for again), holding one
+    gate slot like any request of the item. The result keeps turn 1's answer as ``answer``;
+    ``turns_answers``, usage, requests and seconds cover every turn.
+    """
+    opening = turns[0] if item.input is None else f"{turns[0]}\n\n{item.input}"
+    messages: list[dict[str, str]] = [{"role": "user", "content": opening}]
+    identity = first.expert_identity if strategy == "expert" else None
+    parts = [first]
+    for turn in turns[1:]:
+        messages += [
+            {"role": "assistant", "content": parts[-1].answer},
+            {"role": "user", "content": turn},
+        ]
+        async with gate.slot(seq):
+            started.sent += 1
+            started.in_flight += 1
+            try:
+                reply = await answerer.achat(messages, identity=identity, strategy=strategy)
+            finally:
+                started.in_flight -= 1
+        parts.append(reply)
+    return first.model_copy(
+        update={
+            "turns_answers": [part.answer for part in parts],
+            "usage": Usage.total(parts),
+            "requests": [record for part in parts for record in part.requests],
+            "seconds": sum(part.seconds for part in parts),
+            "truncated": any(part.truncated for part in parts),
+        }
+    )
+
+
 async def _answer_one(
     driver: AsyncDriver,
     planner: Planner,
@@ -309,10 +361,14 @@ async def _answer_one(
     index: int,
     item: DatasetItem,
     strategy: Strategy,
+    answerer: Answerer | None,
 ) -> ItemResult:
     try:
         flow = strategy_flow(planner, item.instruction, item.input, None, strategy)
         result = await driver.run(flow, lambda request: _fetch(driver, gate, seq, request, started))
+        turns = item.turns
+        if turns is not None and answerer is not None and strategy != "multi-expert":
+            result = await _later_turns(answerer, gate, seq, started, item, turns, result, strategy)
     except asyncio.CancelledError:
         raise
     except Exception as exc:  # one item's failure, whatever it is, must not lose the others
@@ -339,9 +395,12 @@ async def run_items(
     max_errors: int | None = None,
     progress: Progress | None = None,
     stats: RunStats | None = None,
+    answerer: Answerer | None = None,
 ) -> RunStats:
     """Answer ``(index, item)`` pairs with ``concurrency`` workers; report each as it finishes.
 
+    ``answerer`` (the prompter) answers the later turns of items with several ``turns`` as a
+    conversation (its ``achat``); without it such items are answered on their first turn only.
     ``on_result`` is called in the event loop's thread, once per item, in completion order.
     Raises :class:`TooManyErrorsError` (after in-flight items finish) when more than
     ``max_errors`` items failed. ``stats`` (updated as items finish) may be passed in, so a
@@ -361,7 +420,9 @@ async def run_items(
         started = admission.start(seq)
         succeeded = False
         try:
-            result = await _answer_one(driver, planner, gate, seq, started, index, item, strategy)
+            result = await _answer_one(
+                driver, planner, gate, seq, started, index, item, strategy, answerer
+            )
             succeeded = isinstance(result, ExpertAnswer)
         finally:
             admission.finish(seq, succeeded)

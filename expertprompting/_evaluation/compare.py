@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, Field
 
 from .._datasets.generate import GenerateSummary, default_errors_path, generate
+from .._datasets.items import FIRST_TURN_ONLY, InputProblem, read_rows
 from .._datasets.outputs import (
     FileRole,
     OutputRefusedError,
@@ -67,12 +68,17 @@ Metric = Literal["judge", "accuracy", "auto"]
 METRICS = ("judge", "accuracy", "auto")
 
 
-def resolve_metric(metric: str, questions: str | os.PathLike[str]) -> Literal["judge", "accuracy"]:
+def resolve_metric(
+    metric: str, questions: str | os.PathLike[str], *, judge_named: bool = False
+) -> Literal["judge", "accuracy"]:
     """``judge`` or ``accuracy``; ``auto`` is accuracy when every question row has a gold
-    answer (``choices`` and an ``answer``, or a short exact ``answer``), else the judge."""
+    answer (``choices`` and an ``answer``, or a short exact ``answer``) and no judge was named
+    (``judge_named``: a judge asked for by name is used), else the judge."""
     if metric not in METRICS:
         raise ConfigurationError(f"metric={metric!r} is not one of judge, accuracy, auto.")
     if metric == "auto":
+        if judge_named:
+            return "judge"
         return "accuracy" if every_row_has_gold(questions) else "judge"
     return "accuracy" if metric == "accuracy" else "judge"
 
@@ -110,6 +116,16 @@ class CompareResult(BaseModel):
     )
     accuracy: AccuracyReport | None = Field(
         default=None, description="Accuracy per strategy and category (metric accuracy)."
+    )
+    conversations: dict[str, int] = Field(
+        default_factory=dict,
+        description="Per strategy: questions of several turns (MT-Bench's) answered as a "
+        "conversation, every turn.",
+    )
+    first_turn_only: dict[str, int] = Field(
+        default_factory=dict,
+        description="Per strategy: questions of several turns answered on their first turn only "
+        "(their rows' note; multi-expert answers single messages).",
     )
 
     @property
@@ -388,6 +404,7 @@ def _generation(result: CompareResult) -> list[str]:
             f"| {name} | {done} | {g.failed} | {g.input_problems} | {g.usage.requests} "
             f"| {g.usage.total_tokens} |"
         )
+    lines += _turns(result)
     gaps = result.gaps()
     if gaps:
         lines += ["", "## Gaps", ""]
@@ -395,6 +412,49 @@ def _generation(result: CompareResult) -> list[str]:
         if result.failed:
             lines += ["", "Failed answers and judgements are retried by running `compare` again."]
     return lines
+
+
+def _turns(result: CompareResult) -> list[str]:
+    """What became of the questions of several turns, when there were any."""
+    lines: list[str] = []
+    answered = {name: n for name, n in result.conversations.items() if n}
+    if answered:
+        counts = ", ".join(f"{_md_cell(name)} {n}" for name, n in answered.items())
+        lines += [
+            "",
+            f"Questions of several turns answered as conversations ({counts}): the first turn "
+            "as any question, each later turn with the conversation so far (the earlier "
+            "answers included). Where both sides of a comparison did so, the judge saw the whole "
+            "conversation and scored the answers to the last turn.",
+        ]
+    first_only = {name: n for name, n in result.first_turn_only.items() if n}
+    if first_only:
+        counts = ", ".join(f"{_md_cell(name)} {n}" for name, n in first_only.items())
+        lines += [
+            "",
+            f"Questions of several turns answered on their first turn only ({counts}; their "
+            "rows carry a note): multi-expert answers single messages, and rows of older runs "
+            "or of Batch API files have the first turn's answer alone. Their pairs are judged "
+            "on the first turn.",
+        ]
+    return lines
+
+
+def _turn_counts(path: Path) -> tuple[int, int]:
+    """Rows of an answers file answered as conversations, and rows with the first-turn note."""
+    whole = first = 0
+    if not path.is_file():
+        return whole, first
+    for row in read_rows(path, what="answers file"):
+        value = None if isinstance(row, InputProblem) else row.value
+        if not isinstance(value, dict):
+            continue
+        extra = value.get("extra")
+        if isinstance(value.get("turns_answers"), list):
+            whole += 1
+        elif isinstance(extra, dict) and extra.get("note") == FIRST_TURN_ONLY:
+            first += 1
+    return whole, first
 
 
 def _how_sure(result: CompareResult, several: bool) -> list[str]:
@@ -494,7 +554,8 @@ def compare(
     first. ``seed`` seeds the bootstrap intervals.
 
     ``metric="accuracy"`` scores every answer against its question's gold answer instead (no
-    judge is called, and none is needed); ``"auto"`` does so when every question row has one.
+    judge is called, and none is needed); ``"auto"`` does so when every question row has one
+    and ``judge`` is None (a judge passed is used).
     Everything is resumable: rerunning with the same folder reuses finished answers and
     verdicts.
     """
@@ -502,7 +563,7 @@ def compare(
         raise ConfigurationError("compare needs at least two strategies, e.g. vanilla,expert.")
     if len(set(strategies)) != len(strategies):
         raise ConfigurationError(f"Strategies repeat: {', '.join(strategies)}.")
-    chosen = resolve_metric(metric, questions)
+    chosen = resolve_metric(metric, questions, judge_named=judge is not None)
     if chosen == "accuracy":
         judges: list[Judge] = []
     else:
@@ -540,6 +601,11 @@ def compare(
                 progress=progress,
                 **options,
             )
+        counted = {name: _turn_counts(out / f"answers-{name}.jsonl") for name in strategies}
+        turns: dict[str, Any] = {
+            "conversations": {name: whole for name, (whole, _) in counted.items()},
+            "first_turn_only": {name: first for name, (_, first) in counted.items()},
+        }
         if chosen == "accuracy":
             scores = {
                 name: score_answers(out / f"answers-{name}.jsonl", questions) for name in strategies
@@ -553,6 +619,7 @@ def compare(
                 seed=seed,
                 metric="accuracy",
                 accuracy=accuracy,
+                **turns,
             )
             write_text_atomic(out / "wtl.svg", accuracy_svg(accuracy))
             write_text_atomic(out / "report.json", result.model_dump_json(indent=2))
@@ -593,6 +660,7 @@ def compare(
             other_reports=[r for reports in by_judge[1:] for r in reports],
             agreement=agreement,
             seed=seed,
+            **turns,
         )
         # each replaced whole, so a full disk leaves the previous report rather than half of one
         write_text_atomic(out / "wtl.svg", wtl_svg(result.all_reports))

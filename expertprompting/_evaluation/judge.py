@@ -19,6 +19,13 @@ reference-guided prompt (``judge_reference.jinja``), which shows the judge the r
 MT-Bench does for maths and coding; its verdicts are read and scored the same way. Questions
 without one get the plain prompt, exactly as before.
 
+A question of several turns (MT-Bench's ``turns``) that both files answered as a conversation
+(their rows carry ``turns_answers``) is judged on the whole conversation with
+``judge_multiturn.jinja``, MT-Bench style: the judge sees every turn and both assistants'
+answers to each, scores the answers to the last turn, and is shown the reference answer of each
+turn that has one. A pair where either side answered the first turn only is judged on that
+turn, as a one-turn question.
+
 Parsing (:func:`parse_verdict`), scoring (:func:`score_pair`) and the report
 (:func:`build_report`) are pure functions; :class:`Judge` sends the requests through the same
 drivers, retries, rate limits and budget as everything else.
@@ -30,7 +37,7 @@ import asyncio
 import json
 import os
 import sys
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
@@ -41,7 +48,13 @@ else:  # pragma: no cover - Python 3.10
 
 
 from .._datasets.generate import default_errors_path
-from .._datasets.items import InputProblem, ResultWriter, read_rows, reference_answer
+from .._datasets.items import (
+    InputProblem,
+    ResultWriter,
+    item_turns,
+    read_rows,
+    reference_answer,
+)
 from .._datasets.outputs import (
     ERROR_ROWS,
     VERDICT_ROWS,
@@ -156,6 +169,25 @@ class MatchedPair(NamedTuple):
     reference: str | None = None
     """The question's reference answer, from the ``extra`` that ``generate`` copies from the
     question row (see ``reference_answer``); None: judged without one."""
+    turns: tuple[str, ...] | None = None
+    """A question of several turns both files answered as a conversation: the user turns
+    (``question`` is the first); None: a one-turn pair."""
+    turns_a: tuple[str, ...] | None = None
+    """A's answer to each turn (``answer_a`` is the first)."""
+    turns_b: tuple[str, ...] | None = None
+    """B's answer to each turn (``answer_b`` is the first)."""
+    references: tuple[str | None, ...] | None = None
+    """The reference answer of each turn (None where a turn has none), when any has one."""
+
+    @property
+    def judged_a(self) -> str:
+        """A's text the judge weighs, for the length figures: every turn's answer."""
+        return "\n\n".join(self.turns_a) if self.turns_a is not None else self.answer_a
+
+    @property
+    def judged_b(self) -> str:
+        """B's text the judge weighs, for the length figures: every turn's answer."""
+        return "\n\n".join(self.turns_b) if self.turns_b is not None else self.answer_b
 
 
 def _reference(*rows: Mapping[str, Any]) -> str | None:
@@ -169,6 +201,58 @@ def _reference(*rows: Mapping[str, Any]) -> str | None:
         if found is not None:
             return found
     return None
+
+
+def _turn_answers(row: Mapping[str, Any], count: int) -> tuple[str, ...] | None:
+    answers = row.get("turns_answers")
+    if not isinstance(answers, list) or len(answers) != count:
+        return None
+    if not all(isinstance(answer, str) for answer in answers):
+        return None
+    return tuple(answers)
+
+
+def _turn_references(rows: tuple[Mapping[str, Any], ...], count: int) -> tuple[str | None, ...]:
+    """Each turn's reference answer: MT-Bench's ``reference`` list, one per turn; a single
+    reference (a string) is the first turn's."""
+    for row in rows:
+        extra = row.get("extra")
+        fields = extra if isinstance(extra, Mapping) else {}
+        given = fields.get("reference", row.get("reference"))
+        if isinstance(given, list):
+            found = [r if isinstance(r, str) and r.strip() else None for r in given[:count]]
+            return tuple(found + [None] * (count - len(found)))
+        first = reference_answer(fields)
+        if first is None and isinstance(given, str) and given.strip():
+            first = given
+        if first is not None:
+            return (first, *([None] * (count - 1)))
+    return (None,) * count
+
+
+_Conversation = tuple[
+    tuple[str, ...], tuple[str, ...], tuple[str, ...], tuple[str | None, ...] | None
+]
+
+
+def _conversation(
+    instruction: str, question: str, a: Mapping[str, Any], b: Mapping[str, Any]
+) -> _Conversation | None:
+    """``(turns, turns_a, turns_b, references)`` of a pair both files answered as a
+    conversation (rows with ``turns_answers``, one per turn of ``extra["turns"]``), else None.
+    The first turn is ``question``: the instruction as asked, its input included."""
+    extra = a.get("extra")
+    fields = extra if isinstance(extra, Mapping) else b.get("extra")
+    turns = item_turns(instruction, fields) if isinstance(fields, Mapping) else None
+    if turns is None:
+        return None
+    turns[0] = question
+    turns_a = _turn_answers(a, len(turns))
+    turns_b = _turn_answers(b, len(turns))
+    if turns_a is None or turns_b is None:
+        return None
+    references = _turn_references((a, b), len(turns))
+    return tuple(turns), turns_a, turns_b, references if any(references) else None
 
 
 def match_rows(
@@ -203,9 +287,10 @@ def match_rows(
         other = b_rows.get(key(row))
         if other is None:
             continue
-        question = str(row.get("instruction", ""))
+        instruction = question = str(row.get("instruction", ""))
         if row.get("input"):
             question += "\n\n" + str(row["input"])
+        conversation = _conversation(instruction, question, row, other)
         matched.append(
             MatchedPair(
                 key(row),
@@ -214,6 +299,7 @@ def match_rows(
                 row["answer"],
                 str(other.get("answer", "")),
                 _reference(row, other),
+                *(conversation or ()),
             )
         )
     return matched
@@ -238,9 +324,12 @@ class Judge:
     ``api_key``, ``client``, ``retry``, ``max_total_tokens``...); ``template=`` replaces the
     judge prompt (variables ``question``, ``answer_1``, ``answer_2``), and
     ``reference_template=`` the prompt of questions that carry a reference answer (the same
-    and ``reference``; built in: ``judge_reference.jinja``). Verdicts use temperature 0 unless
-    set. ``cache=`` (off by default; a path for a SQLite file) reuses
-    verdicts of identical requests, across runs and comparisons.
+    and ``reference``; built in: ``judge_reference.jinja``), and ``multiturn_template=`` the
+    prompt of questions answered as conversations (variables ``turns``, ``answers_1``,
+    ``answers_2``, ``references``: lists, one entry a turn; built in:
+    ``judge_multiturn.jinja``). Verdicts use temperature 0 unless set. ``cache=`` (off by
+    default; a path for a SQLite file) reuses verdicts of identical requests, across runs and
+    comparisons.
     """
 
     def __init__(
@@ -249,6 +338,7 @@ class Judge:
         *,
         template: TemplateSource | None = None,
         reference_template: TemplateSource | None = None,
+        multiturn_template: TemplateSource | None = None,
         max_verdict_tokens: int = 400,
         base_url: str | None = None,
         api_key: str | None = None,
@@ -285,6 +375,8 @@ class Judge:
             ``answer_2``).
         :param reference_template: Replaces the prompt of questions with a reference answer
             (the same variables and ``reference``).
+        :param multiturn_template: Replaces the prompt of questions answered as conversations
+            (variables ``turns``, ``answers_1``, ``answers_2``, optional ``references``).
         :param max_verdict_tokens: Cap on a verdict's length (default 400).
         :param base_url: The endpoint (default ``OPENAI_BASE_URL``, else OpenAI).
         :param api_key: The key (default ``OPENAI_API_KEY``).
@@ -347,6 +439,7 @@ class Judge:
         self._planner = Planner(self.config, {}, [], self.session.counter)
         self.template = load_template("judge", template)
         self.reference_template = load_template("judge_reference", reference_template)
+        self.multiturn_template = load_template("judge_multiturn", multiturn_template)
         self.max_verdict_tokens = max_verdict_tokens
 
     @property
@@ -373,6 +466,33 @@ class Judge:
             text = self.reference_template.render(
                 question=question, answer_1=first, answer_2=second, reference=reference
             )
+        messages = self._planner.user_messages(text)
+        return self._planner.request("verdict", messages, cap=self.max_verdict_tokens)
+
+    def conversation_request(
+        self,
+        turns: Sequence[str],
+        first: Sequence[str],
+        second: Sequence[str],
+        references: Sequence[str | None] | None = None,
+    ) -> ChatRequest:
+        """The exact request judging the conversation of ``first`` (Assistant 1's answer to
+        each of ``turns``) against ``second``'s, on the answers to the last turn.
+
+        ``references`` holds each turn's reference answer (None where a turn has none); the
+        verdict is read as any other.
+        """
+        if not len(turns) == len(first) == len(second):
+            raise ConfigurationError(
+                f"A conversation to judge needs one answer per turn: {len(turns)} turns, "
+                f"{len(first)} and {len(second)} answers."
+            )
+        text = self.multiturn_template.render(
+            turns=list(turns),
+            answers_1=list(first),
+            answers_2=list(second),
+            references=list(references) if references and any(references) else [],
+        )
         messages = self._planner.user_messages(text)
         return self._planner.request("verdict", messages, cap=self.max_verdict_tokens)
 
@@ -409,10 +529,19 @@ class Judge:
         a: str,
         b: str,
         reference: str | None = None,
+        turns: Sequence[str] | None = None,
+        turns_a: Sequence[str] | None = None,
+        turns_b: Sequence[str] | None = None,
+        references: Sequence[str | None] | None = None,
     ) -> PairVerdict:
+        if turns is not None and turns_a is not None and turns_b is not None:
+            ab = self.conversation_request(turns, turns_a, turns_b, references)
+            ba = self.conversation_request(turns, turns_b, turns_a, references)
+        else:
+            ab = self.request(question, a, b, reference)
+            ba = self.request(question, b, a, reference)
         first, second = await asyncio.gather(
-            self._verdict(driver, self.request(question, a, b, reference), "AB"),
-            self._verdict(driver, self.request(question, b, a, reference), "BA"),
+            self._verdict(driver, ab, "AB"), self._verdict(driver, ba, "BA")
         )
         verdicts = [first, second]
         score_a, score_b, outcome, consistent = score_pair(verdicts)
@@ -534,7 +663,7 @@ class Judge:
 
                 async def judge(_: int, item: MatchedPair) -> PairVerdict:
                     verdict = await self._judge_pair(driver, *item)
-                    return with_lengths(verdict, item[3], item[4], lengths)
+                    return with_lengths(verdict, item.judged_a, item.judged_b, lengths)
 
                 def record(_: int, __: object, verdict: PairVerdict) -> None:
                     failure = next((v.error for v in verdict.verdicts if v.error), None)
@@ -553,7 +682,7 @@ class Judge:
                     await run_pool(todo, judge, concurrency=concurrency, on_result=record)
                 finally:
                     bar.close()
-        answers = {p[0]: (p[3], p[4]) for p in pairs}
+        answers = {p.id: (p.judged_a, p.judged_b) for p in pairs}
         judged = [
             # rows of older files carry no lengths: counted here from the answers
             with_lengths(PairVerdict.model_validate(row), *answers[row["id"]], lengths)
@@ -562,6 +691,8 @@ class Judge:
         ]
         report = build_report(a_name, b_name, judged, failed=stats.failed, seed=seed)
         report.input_problems = len(problems)
+        several = {p.id for p in pairs if p.turns is not None}
+        report.conversations = sum(1 for v in judged if v.id in several)
         return report
 
     def judge_files(

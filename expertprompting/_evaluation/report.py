@@ -138,6 +138,11 @@ class ComparisonReport(BaseModel):
         default=None, description="95% paired-bootstrap interval of the length-controlled rate."
     )
     seed: int = Field(default=0, description="Seed of the bootstrap intervals.")
+    conversations: int = Field(
+        default=0,
+        description="Questions of several turns judged on the whole conversation (both sides "
+        "answered every turn); the others were judged on one turn.",
+    )
 
     @property
     def nothing_read(self) -> bool:

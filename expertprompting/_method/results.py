@@ -268,6 +268,12 @@ class ExpertAnswer(BaseModel):
         description="multi-expert: the response picked as best (1..n an expert, n+1 the "
         "combined answer).",
     )
+    turns_answers: list[str] | None = Field(
+        default=None,
+        description="A question of several turns (MT-Bench's) answered as a conversation: the "
+        "answer to each turn, the first being ``answer``; usage, requests and seconds are "
+        "those of every turn.",
+    )
 
     def __repr__(self) -> str:
         parts = [f"strategy={self.strategy!r}", f"model={self.model!r}"]

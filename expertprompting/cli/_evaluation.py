@@ -44,7 +44,7 @@ def add_metric_option(parser: argparse.ArgumentParser) -> None:
         default="auto",
         help="judge: a judge model compares answers pairwise; accuracy: answers are scored "
         "against the questions' gold answers, no judge; auto (default): accuracy when every "
-        "question has a gold answer, else judge",
+        "question has a gold answer and no --judge-model is named, else judge",
     )
 
 
@@ -212,7 +212,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
     strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
     ep = prompter_from_args(args)
-    metric = resolve_metric(args.metric, args.questions)
+    metric = resolve_metric(args.metric, args.questions, judge_named=bool(args.judge_model))
     if metric == "accuracy" and args.judge_model:
         raise UsageError(
             "--judge-model has nothing to judge with --metric accuracy (answers are scored "
