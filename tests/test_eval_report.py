@@ -508,3 +508,21 @@ def test_cli_compare_scores_gold_answers_with_no_judge_and_no_key(
     )
     assert refused.returncode == 2
     assert "--judge-model has nothing to judge with --metric accuracy" in refused.stderr
+
+
+def test_the_report_names_its_resamples_even_when_nothing_was_scored() -> None:
+    from expertprompting._evaluation.compare import CompareResult, render_markdown
+    from expertprompting._evaluation.report import RESAMPLES, build_report
+    from expertprompting._evaluation.verdicts import PairVerdict, Verdict
+
+    unread = PairVerdict(
+        id="q1",
+        question="Q?",
+        verdicts=[Verdict(order="AB", raw="fine", scores=None)],
+    )
+    report = build_report("expert", "vanilla", [unread])
+    result = CompareResult(
+        folder="f", strategies=["vanilla", "expert"], generation={}, reports=[report]
+    )
+    text = render_markdown(result, "judge-m", "answer-m")
+    assert f"over the questions ({RESAMPLES} resamples, seed 0)" in text

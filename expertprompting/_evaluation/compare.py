@@ -40,6 +40,7 @@ from .accuracy import AccuracyReport, accuracy_report, every_row_has_gold, score
 from .judge import Judge
 from .report import (
     ACCURACY_TITLE,
+    RESAMPLES,
     ComparisonReport,
     JudgeAgreement,
     LengthSummary,
@@ -485,11 +486,10 @@ def _how_sure(result: CompareResult, several: bool) -> list[str]:
         lines.append("")
     resamples = next(
         (r.adjusted_win_rate_interval.resamples for r in reports if r.adjusted_win_rate_interval),
-        None,
+        RESAMPLES,
     )
-    drawn = f"{resamples} " if resamples else ""
     lines += [
-        f"Intervals: 95% paired bootstrap over the questions ({drawn}resamples, seed "
+        f"Intervals: 95% paired bootstrap over the questions ({resamples} resamples, seed "
         f"{result.seed}). A difference is *distinguishable* when its interval leaves out no "
         "difference at all (0.5 for a win rate, 1 for a score ratio); *not distinguishable* "
         "means these questions cannot tell the two apart, not that they are equal. The sign "
