@@ -608,7 +608,7 @@ class ExpertPrompter:
             True,
             seen,
         )
-        return AnswerStream(_text_at_least_once(self.session.driver().run_streaming(flow)), seen)
+        return self._stream(flow, seen)
 
     def astream(
         self,
@@ -637,6 +637,9 @@ class ExpertPrompter:
             seen,
         )
         return self._astream(flow, seen)
+
+    def _stream(self, flow: Generator[Any, Any, ExpertAnswer], seen: _Seen) -> AnswerStream:
+        return AnswerStream(_text_at_least_once(self.session.driver().run_streaming(flow)), seen)
 
     def _astream(self, flow: Generator[Any, Any, ExpertAnswer], seen: _Seen) -> AsyncAnswerStream:
         async def chunks() -> AsyncGenerator[str | ExpertAnswer, None]:
@@ -745,7 +748,7 @@ class ExpertPrompter:
         )
         seen = _Seen()
         flow = self._chat_flow(messages, identity, strategy, settings, True, seen)
-        return AnswerStream(_text_at_least_once(self.session.driver().run_streaming(flow)), seen)
+        return self._stream(flow, seen)
 
     def astream_chat(
         self,

@@ -55,6 +55,7 @@ __all__ = [
     "coerce_item",
     "content_id",
     "item_turns",
+    "json_type",
     "output_row",
     "read_done_ids",
     "read_items",
@@ -141,7 +142,7 @@ def _text(value: Any, field: str) -> str | None:
     raise ValueError(f"{field!r} must be a string, not {type(value).__name__}")
 
 
-def _json_type(value: Any) -> str:
+def json_type(value: Any) -> str:
     """A value's type as JSON names it, for messages about rows of a JSON file."""
     if value is None:
         return "null"
@@ -154,13 +155,13 @@ def _json_type(value: Any) -> str:
 def _strings(value: Any, field: str) -> list[str]:
     """A non-empty JSON array of non-empty strings (MT-Bench's ``turns``, ``choices``...)."""
     if not isinstance(value, list):
-        raise ValueError(f"{field!r} must be an array of strings, not {_json_type(value)}")
+        raise ValueError(f"{field!r} must be an array of strings, not {json_type(value)}")
     if not value:
         raise ValueError(f"{field!r} is empty")
     for index, entry in enumerate(value):
         if not isinstance(entry, str):
             raise ValueError(
-                f"{field!r} must be an array of strings; entry {index + 1} is {_json_type(entry)}"
+                f"{field!r} must be an array of strings; entry {index + 1} is {json_type(entry)}"
             )
         if not entry.strip():
             raise ValueError(f"{field!r} entry {index + 1} is empty")
@@ -332,7 +333,7 @@ def coerce_item(value: Any) -> DatasetItem:
         used.add("question_id")
     if raw_id is not None and (isinstance(raw_id, bool) or not isinstance(raw_id, (str, int))):
         name = "question_id" if "question_id" in used else "id"
-        raise ValueError(f"{name!r} must be a string or an integer, not {_json_type(raw_id)}")
+        raise ValueError(f"{name!r} must be a string or an integer, not {json_type(raw_id)}")
     input_text = _text(value.get("input"), "input")
     # The fields below only matter to evaluation; a row of another layout (an 'answer' object,
     # 'choices' that are not option texts) is answered all the same, its fields kept as given.

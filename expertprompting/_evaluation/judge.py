@@ -52,6 +52,7 @@ from .._datasets.items import (
     InputProblem,
     ResultWriter,
     item_turns,
+    json_type,
     read_rows,
     reference_answer,
 )
@@ -91,21 +92,12 @@ from .verdicts import PairVerdict, Verdict, parse_verdict, score_pair
 __all__ = ["Judge", "MatchedPair", "match_rows"]
 
 
-def _json_type(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true or false"
-    names: dict[type, str] = {dict: "an object", list: "an array", str: "a string"}
-    return names.get(type(value), "a number")
-
-
 def _not_a_string(row: Mapping[str, Any], field: str) -> str | None:
     """Why ``row[field]`` is not a usable string, or None if it is one."""
     if field not in row:
         return f"no {field!r} field"
     if not isinstance(row[field], str):
-        return f"{field!r} must be a string, not {_json_type(row[field])}"
+        return f"{field!r} must be a string, not {json_type(row[field])}"
     return None
 
 
@@ -137,7 +129,7 @@ def _read_jsonl(
             value = row.value
             reason: str | None = None
             if not isinstance(value, dict):
-                reason = f"not a JSON object but {_json_type(value)}"
+                reason = f"not a JSON object but {json_type(value)}"
             elif check is not None:
                 reason = check(value)
             if reason is None:

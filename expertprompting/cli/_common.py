@@ -281,6 +281,14 @@ def positive_int(text: str) -> int:
     return value
 
 
+def cache_setting(value: str | None) -> bool | str:
+    """``--cache``: None (not given) is the in-memory cache, ``off`` (or none, false, 0) no
+    cache, anything else a SQLite file path."""
+    if value is None:
+        return True
+    return False if value.lower() in ("off", "none", "false", "0") else value
+
+
 def non_negative_int(text: str) -> int:
     """A whole number of 0 or more (for limits where 0 means none)."""
     try:

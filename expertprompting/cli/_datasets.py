@@ -17,6 +17,7 @@ from ._common import (
     NOTES,
     UsageError,
     add_model_options,
+    cache_setting,
     positive_int,
     positive_number,
     prompter_from_args,
@@ -27,9 +28,7 @@ from ._common import (
 def cmd_generate(args: argparse.Namespace) -> int:
     from .._datasets.generate import generate
 
-    cache: Any = True
-    if args.cache is not None:
-        cache = False if args.cache.lower() in ("off", "none", "false", "0") else args.cache
+    cache = cache_setting(args.cache)
     if isinstance(cache, str):  # before the prompter opens it: SQLite would write in the file
         from .._datasets.generate import default_errors_path
         from .._datasets.outputs import FileRole, check_clashes

@@ -16,6 +16,7 @@ from ._common import (
     Command,
     UsageError,
     add_model_options,
+    cache_setting,
     non_negative_int,
     positive_int,
     positive_number,
@@ -158,9 +159,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             f"--host {args.host} lets other machines in, and there are no client keys: give "
             f"--api-keys-file or ${KEYS_ENV}, or listen on --host 127.0.0.1"
         )
-    cache: Any = True
-    if args.cache is not None:
-        cache = False if args.cache.lower() in ("off", "none", "false", "0") else args.cache
+    cache = cache_setting(args.cache)
     prompters = {}
     for model in args.model or [None]:
         # each prompter as the other commands build theirs: same model choice, notes and checks
