@@ -19,7 +19,6 @@ import pytest
 from expertprompting._evaluation import stats
 from expertprompting._evaluation.stats import (
     Interval,
-    accuracy,
     adjusted_win_rate,
     cohen_kappa,
     judge_agreement,
@@ -253,8 +252,6 @@ def test_figures_to_bootstrap() -> None:
     assert adjusted_win_rate(["unparsed"]) is None
     assert score_ratio([(8.0, 4.0), (None, 3.0), (2.0, 6.0)]) == pytest.approx(1.0)
     assert score_ratio([(0.0, 0.0)]) is None
-    assert accuracy([True, False, None, True]) == pytest.approx(2 / 3)
-    assert accuracy([None]) is None
 
 
 # -- the sign test -------------------------------------------------------------------------------

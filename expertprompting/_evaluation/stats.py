@@ -46,7 +46,6 @@ from .verdicts import Outcome
 __all__ = [
     "MIN_RESAMPLES",
     "Interval",
-    "accuracy",
     "adjusted_win_rate",
     "cohen_kappa",
     "judge_agreement",
@@ -173,12 +172,6 @@ def score_ratio(scores: Sequence[tuple[float | None, float | None]]) -> float | 
     read = [(a, b) for a, b in scores if a is not None and b is not None]
     total_b = sum(b for _, b in read)
     return sum(a for a, _ in read) / total_b if total_b else None
-
-
-def accuracy(correct: Sequence[bool | None]) -> float | None:
-    """Share of readable replies that are right (None: unreadable, left out); None if none."""
-    read = [c for c in correct if c is not None]
-    return sum(read) / len(read) if read else None
 
 
 # -- the sign test -------------------------------------------------------------------------------
