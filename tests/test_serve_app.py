@@ -471,6 +471,17 @@ def test_upstream_failure_is_a_502(start: Start, server: FakeOpenAIServer, reply
     assert "RetryPolicy" not in response.text
 
 
+def test_a_stalling_upstream_is_told_as_timed_out(start: Start, server: FakeOpenAIServer) -> None:
+    server.script(Reply(content="late", delay=5), Reply(content="late", delay=5))
+    two_tries = RetryPolicy(max_attempts=2, initial_delay=0.01)
+    app = start(prompter={"timeout": 0.3, "retry": two_tries})
+    response = _post(app.url, {"model": f"vanilla/{MODEL}", "messages": _user("x")})
+    assert response.status_code == 502
+    assert _error(response)["message"] == (
+        "The upstream model timed out after 2 attempts; retry later."
+    )
+
+
 def test_a_refusal_upstream_is_told_in_the_upstream_words(
     start: Start, server: FakeOpenAIServer
 ) -> None:

@@ -238,6 +238,7 @@ def final_error(exc: BaseException, attempts: int) -> BaseException:
             f"Rate limited (HTTP 429) after {tries}. Lower the request rate or concurrency, "
             "raise RetryPolicy.max_attempts, or ask the provider for a higher limit.",
             attempts=attempts,
+            what="was rate limited (HTTP 429)",
         )
     elif isinstance(exc, openai.APIConnectionError) or (
         status is not None and (status >= 500 or status in _ALWAYS_RETRIED)
@@ -252,6 +253,7 @@ def final_error(exc: BaseException, attempts: int) -> BaseException:
             f"Check that {endpoint} is up, raise timeout= or RetryPolicy.max_attempts, "
             "and try again.",
             attempts=attempts,
+            what=what,
         )
     else:
         advice = _WHAT_TO_DO.get(status or 0, "Check the request; retrying will not help.")

@@ -61,12 +61,15 @@ class BudgetExceededError(ExpertPromptingError):
 class RetryError(ExpertPromptingError):
     """A request failed on every allowed attempt (timeouts, connection errors, 5xx...).
 
-    ``attempts`` is how many were made; ``__cause__`` is the last underlying error.
+    ``attempts`` is how many were made; ``what`` how the last one failed, as a short clause
+    ("timed out", "failed with HTTP 502", "could not connect"), when known; ``__cause__`` is
+    the last underlying error.
     """
 
-    def __init__(self, message: str, *, attempts: int) -> None:
+    def __init__(self, message: str, *, attempts: int, what: str | None = None) -> None:
         super().__init__(message)
         self.attempts = attempts
+        self.what = what
 
 
 class RateLimitError(RetryError):

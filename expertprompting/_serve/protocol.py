@@ -124,24 +124,17 @@ def _upstream_failure(exc: RetryError | RequestError | ResponseError) -> str:
     """What a client is told of an upstream failure: what happened, in the upstream's own
     words when it refused the request, but not the library's advice to its operator (which
     names the upstream's address: that goes to the server's log)."""
-    cause = exc.__cause__
-    status = getattr(exc, "status_code", None) or getattr(cause, "status_code", None)
     if isinstance(exc, RequestError):
-        said = getattr(cause, "message", None)
-        return f"The upstream model refused the request (HTTP {status})" + (
+        said = getattr(exc.__cause__, "message", None)
+        return f"The upstream model refused the request (HTTP {exc.status_code})" + (
             f": {said}" if isinstance(said, str) and said else "."
         )
     attempts = exc.attempts
     tries = f"{attempts} attempt{'s' if attempts != 1 else ''}"
     if isinstance(exc, ResponseError):
         return f"The upstream model's reply was unusable ({exc.reason}) after {tries}."
-    if status is not None:
-        why = f"HTTP {status}"
-    elif "Timeout" in type(cause).__name__:
-        why = "it did not answer in time"
-    else:
-        why = "no connection"
-    return f"The upstream model failed after {tries} ({why}); retry later."
+    # how it failed, as the retry layer classified it ("timed out", "failed with HTTP 502")
+    return f"The upstream model {exc.what or 'failed'} after {tries}; retry later."
 
 
 # -- the request -------------------------------------------------------------------------------
